@@ -1,0 +1,3 @@
+"""deeptalk-ser: speech emotion recognition from speaker-recognition embeddings."""
+
+__version__ = "0.1.0"
