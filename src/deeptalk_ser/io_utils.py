@@ -54,11 +54,3 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """Short content hash of a JSON-able object (key order independent)."""
     blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
-
-
-def file_sha256(path: str | Path, length: int = 16) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:length]

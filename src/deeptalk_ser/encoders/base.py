@@ -48,6 +48,15 @@ def build_encoder(name: str, **kwargs: Any) -> "SpeakerEncoder":
     return cls(**kwargs)
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``: GPU paths select themselves."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class SpeakerEncoder(abc.ABC):
     name: ClassVar[str] = "encoder"
     embedding_dim: ClassVar[int]
@@ -60,7 +69,7 @@ class SpeakerEncoder(abc.ABC):
         elif not isinstance(frontend, AudioFrontend):
             frontend = AudioFrontend(**dict(frontend))
         self.frontend = frontend
-        self.device = device
+        self.device = resolve_device(device)
 
     @property
     def sample_rate(self) -> int:

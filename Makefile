@@ -1,0 +1,30 @@
+# deeptalk-ser: `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help install test test-all test-fast benchmarks clean
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## create $(VENV), install pinned requirements (CPU torch 2.13.0), resemblyzer weights and the package
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# resemblyzer only ships the GE2E weights we load; --no-deps keeps it from pulling another torch
+	$(PY) -m pip install -q --no-deps resemblyzer==0.1.4
+	$(PY) -m pip install -q --no-deps -e .
+
+test: ## run the default test suite (everything not marked slow; < 10 min on 2 cores)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: ## run every test, slow ones included
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest $(PYTEST_ARGS)
+
+benchmarks: ## run the benchmarks, writing benchmarks/results/*.json
+	$(PY) benchmarks/prepare_speed.py
+	$(PY) benchmarks/extract_speed.py
+
+clean: ## remove caches and run outputs (never the shipped checkpoint)
+	rm -rf cache outputs multirun .pytest_cache

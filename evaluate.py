@@ -1,0 +1,24 @@
+"""Emotion recognition / detection (and speaker verification) on speaker embeddings.
+
+    python evaluate.py data=emodb encoder=ge2e classifier=svm task=er protocol=loso
+    python evaluate.py -m classifier=svm,hierarchical task=er,ed
+"""
+
+import os
+
+os.environ.setdefault("PROJECT_ROOT", os.path.dirname(os.path.abspath(__file__)))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    from deeptalk_ser.evaluation import evaluate
+
+    results = evaluate(cfg)
+    return float(results.get("ua", results.get("eer", float("nan"))))
+
+
+if __name__ == "__main__":
+    main()

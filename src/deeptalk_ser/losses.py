@@ -1,0 +1,150 @@
+"""Speaker-embedding training losses: the paper's triplet loss and the reference code's GE2E.
+
+DeepTalk's paper says "triplet loss on speaker labels" (no margin or mining given; its DeepVOX
+front end used triplet training on L2-normalised embeddings); the reference code trains with
+the GE2E softmax loss. Both are offered (``docs/DEEPTALK_SPEC.md`` section 3).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Mining = Literal["batch_hard", "semi_hard"]
+Distance = Literal["euclidean", "cosine"]
+
+
+def pairwise_distances(embeddings: torch.Tensor, distance: Distance = "euclidean") -> torch.Tensor:
+    """(N, D) -> (N, N) distances.
+
+    ``euclidean``: plain L2 distance (for unit vectors, ``sqrt(2 - 2 cos)``), with the square
+    clamped at 1e-12 before the root so that coincident points have a finite gradient.
+    ``cosine``: ``1 - cos``.
+    """
+    if distance == "euclidean":
+        sq = embeddings.pow(2).sum(dim=1)
+        d2 = sq[:, None] + sq[None, :] - 2 * embeddings @ embeddings.T
+        return d2.clamp_min(1e-12).sqrt()
+    if distance == "cosine":
+        unit = F.normalize(embeddings, dim=1)
+        return 1 - unit @ unit.T
+    raise ValueError(f"unknown distance {distance!r}; use 'euclidean' or 'cosine'")
+
+
+class TripletLoss(nn.Module):
+    """Triplet loss with online mining inside a batch of embeddings with integer speaker labels.
+
+    ``batch_hard`` (Hermans et al. 2017): every anchor with at least one positive and one
+    negative contributes ``relu(max_p d(a, p) - min_n d(a, n) + margin)``.
+    ``semi_hard`` (FaceNet, as TensorFlow Addons defines it): every (anchor, positive) pair takes
+    the closest negative that is farther than the positive; if there is none, the farthest
+    negative. The loss ``relu(d(a, p) - d(a, n) + margin)`` is averaged over all such pairs.
+    Batches should be speaker-balanced (several utterances per speaker). Default distance is
+    Euclidean on the L2-normalised embeddings, the FaceNet convention.
+    """
+
+    def __init__(self, margin: float = 0.2, mining: Mining = "batch_hard", distance: Distance = "euclidean") -> None:
+        super().__init__()
+        if mining not in ("batch_hard", "semi_hard"):
+            raise ValueError(f"unknown mining {mining!r}; use 'batch_hard' or 'semi_hard'")
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.margin = float(margin)
+        self.mining = mining
+        self.distance = distance
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+            raise ValueError(f"expected (N, D) embeddings and (N,) labels, got {tuple(embeddings.shape)} "
+                             f"and {tuple(labels.shape)}")
+        d = pairwise_distances(embeddings, self.distance)
+        same = labels[:, None] == labels[None, :]
+        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        pos, neg = same & ~eye, ~same
+        if self.mining == "batch_hard":
+            hardest_pos = d.masked_fill(~pos, float("-inf")).amax(dim=1)
+            hardest_neg = d.masked_fill(~neg, float("inf")).amin(dim=1)
+            valid = pos.any(dim=1) & neg.any(dim=1)
+            losses = F.relu(hardest_pos - hardest_neg + self.margin)[valid]
+        else:
+            d_ap = d[:, :, None]  # (anchor, positive, 1)
+            d_an = d[:, None, :]  # (anchor, 1, negative)
+            farther = neg[:, None, :] & (d_an > d_ap)  # (anchor, positive, negative)
+            closest_farther = d_an.masked_fill(~farther, float("inf")).amin(dim=2)
+            farthest = d.masked_fill(~neg, float("-inf")).amax(dim=1, keepdim=True).expand_as(d)
+            chosen = torch.where(farther.any(dim=2), closest_farther, farthest)
+            pairs = pos & neg.any(dim=1, keepdim=True)
+            losses = F.relu(d - chosen + self.margin)[pairs]
+        if losses.numel() == 0:  # no anchor has both a positive and a negative
+            return embeddings.sum() * 0.0
+        return losses.mean()
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward, gradient times ``scale`` backward (no hooks: copy/pickle safe)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` unchanged, but the gradient reaching ``x`` through this use is multiplied by ``scale``."""
+    return _ScaleGrad.apply(x, scale)
+
+
+class GE2ELoss(nn.Module):
+    """Generalised end-to-end softmax loss (Wan et al. 2018), as the DeepTalk reference trains.
+
+    Input: embeddings (speakers, utterances, dim), utterances >= 2. Each utterance is compared
+    with every speaker's centroid (mean of that speaker's utterances, re-normalised); for its own
+    speaker the centroid excludes the utterance itself. Similarity ``w * cos + b``; the loss is
+    the cross-entropy of every utterance against its own speaker, averaged.
+
+    ``w`` and ``b`` are learnable, initialised 10 / -5, with their gradients multiplied by 0.01
+    (the reference's ``do_gradient_ops``; done in the graph, so a later gradient clip sees the
+    scaled values as in the reference) and ``w`` clamped to >= 1e-6 in use. Pass a model's own
+    parameters (``weight=net.similarity_weight, bias=net.similarity_bias``) to train those; they
+    are then shared, not copied. Note ``b`` gets no gradient: a constant shift of all logits does
+    not change a softmax.
+    """
+
+    def __init__(self, weight: nn.Parameter | None = None, bias: nn.Parameter | None = None,
+                 init_weight: float = 10.0, init_bias: float = -5.0, grad_scale: float = 0.01,
+                 min_weight: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = weight if weight is not None else nn.Parameter(torch.tensor([float(init_weight)]))
+        self.bias = bias if bias is not None else nn.Parameter(torch.tensor([float(init_bias)]))
+        self.grad_scale = float(grad_scale)
+        self.min_weight = float(min_weight)
+
+    def similarity_matrix(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(S, U, D) -> (S, U, S) scaled similarities of every utterance to every centroid."""
+        if embeddings.ndim != 3 or embeddings.shape[1] < 2:
+            raise ValueError(f"expected (speakers, utterances >= 2, dim) embeddings, got {tuple(embeddings.shape)}")
+        n_spk, n_utt = embeddings.shape[:2]
+        unit = F.normalize(embeddings, dim=2)
+        total = embeddings.sum(dim=1, keepdim=True)
+        incl = F.normalize(total.squeeze(1) / n_utt, dim=1)  # (S, D)
+        excl = F.normalize((total - embeddings) / (n_utt - 1), dim=2)  # (S, U, D)
+        cos = torch.einsum("sud,kd->suk", unit, incl)
+        own = (unit * excl).sum(dim=2)  # (S, U)
+        is_own = torch.eye(n_spk, dtype=torch.bool, device=embeddings.device)[:, None, :]
+        cos = torch.where(is_own, own[:, :, None], cos)
+        w = scale_grad(self.weight, self.grad_scale).clamp_min(self.min_weight)
+        b = scale_grad(self.bias, self.grad_scale)
+        return cos * w + b
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        n_spk, n_utt = embeddings.shape[:2]
+        logits = self.similarity_matrix(embeddings).reshape(n_spk * n_utt, n_spk)
+        target = torch.arange(n_spk, device=embeddings.device).repeat_interleave(n_utt)
+        return F.cross_entropy(logits, target)

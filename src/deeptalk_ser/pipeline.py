@@ -1,0 +1,80 @@
+"""Stages shared by the entry points: prepare a corpus manifest, build an encoder from its
+config, and get (or reuse) the embedding store for a manifest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .corpora.base import CorpusLoader
+from .encoders.base import SpeakerEncoder
+from .manifest import Utterance
+from .prepare import PrepareReport, load_prepared
+from .store import EmbeddingStore
+from .windowing import Windowing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    loader: CorpusLoader
+    utts: list[Utterance]
+    report: PrepareReport
+
+
+def prepare_data(cfg: DictConfig) -> PreparedData:
+    """Instantiate ``cfg.data.loader`` and prepare (or reuse) its manifest in the cache."""
+    loader: CorpusLoader = instantiate(cfg.data.loader)
+    out_dir = Path(cfg.paths.cache_dir) / "manifests" / cfg.data.name
+    utts, report = load_prepared(loader, out_dir, on_error=cfg.data.get("on_error", "raise"))
+    log.info("manifest %s: %d utterances%s", report.manifest, report.n_utterances, " (reused)" if report.reused else "")
+    return PreparedData(loader, utts, report)
+
+
+def build_encoder(enc_cfg: DictConfig) -> tuple[SpeakerEncoder, Windowing]:
+    """The encoder object and the windowing, which the config keeps side by side."""
+    params = OmegaConf.to_container(enc_cfg, resolve=True)
+    assert isinstance(params, dict)
+    win = params.pop("windowing", None) or {}
+    encoder = instantiate(params, _convert_="all")
+    return encoder, Windowing(**win)
+
+
+def get_embeddings(cfg: DictConfig, data: PreparedData, summary_path: str | Path | None = None,
+                   utts: list[Utterance] | None = None) -> tuple[EmbeddingStore, dict[str, Any], str]:
+    """(store, extraction summary, encoder name) for the prepared data (or a subset ``utts``)."""
+    from .extraction import extract_or_reuse
+    from .io_utils import write_json_atomic
+
+    if not data.loader.has_audio:
+        # Precomputed features: the store is the arrays themselves, written once into the cache.
+        ids, X = data.loader.load_embeddings()  # type: ignore[attr-defined]
+        path = Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name / "precomputed"
+        store = EmbeddingStore.write(path, ids, X, {"key": {"precomputed": data.loader.options()}})
+        summary = {"utterances_in": len(ids), "embedded": len(ids), "n_dropped_short": 0, "precomputed": True}
+        if summary_path:
+            write_json_atomic(summary_path, summary)
+        return store, summary, str(cfg.data.get("embedding_name", "precomputed"))
+    encoder, windowing = build_encoder(cfg.encoder)
+    store_root = Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name
+    store, summary = extract_or_reuse(data.utts if utts is None else utts, encoder, windowing, store_root,
+                                      on_error=cfg.data.get("on_error", "raise"),
+                                      num_workers=cfg.extract.num_workers, dtype=cfg.extract.dtype,
+                                      summary_path=summary_path)
+    return store, summary, encoder.name
+
+
+def run_extract(cfg: DictConfig) -> dict[str, Any]:
+    """``extract.py``: prepare + extract (or reuse) and write ``extract_summary.json``."""
+    data = prepare_data(cfg)
+    out = Path(cfg.paths.output_dir)
+    store, summary, name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json")
+    print(f"[extract] {name}: {summary.get('embedded')} of {summary.get('utterances_in')} utterances embedded, "
+          f"{summary.get('n_dropped_short', 0)} dropped short, {summary.get('n_skipped_errors', 0)} skipped -> {store.path}")
+    return {**summary, "store": str(store.path)}

@@ -1,0 +1,1 @@
+"""Training utilities for speaker encoders (batch sampling for metric learning)."""
