@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(base, n_files, args.new, args.workers)
     finally:
-        if cleanup:
+        if cleanup:  # deleting 10^5 files can take minutes on a slow disk: say why we wait
+            print(f"removing {base} ...", file=sys.stderr, flush=True)
             shutil.rmtree(base, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

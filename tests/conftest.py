@@ -74,3 +74,9 @@ def emodb_tree(tmp_path: Path) -> Path:
                                freq=150.0 + 25.0 * i)
                 i += 1
     return root
+
+
+@pytest.fixture
+def speech_signal() -> Callable[..., np.ndarray]:
+    """``speech_signal(seconds, sr=16000, f0=120.0)``: see :func:`speech_like`."""
+    return speech_like

@@ -35,6 +35,15 @@ def test_stereo_mixdown_is_the_mean_of_channels(tmp_path):
     assert wav[0] == pytest.approx(0.125) and wav[-1] == pytest.approx(0.375)
 
 
+def test_three_channel_mixdown_from_helper(tmp_path, write_wav):
+    # channel c holds (c + 1) * 0.1 * sine, so the mean is 0.2 * sine
+    p = write_wav(tmp_path / "3ch.wav", 0.25, 16000, freq=300.0, channels=3, subtype="FLOAT")
+    assert sf.info(str(p)).channels == 3
+    wav, _ = load_audio(p)
+    t = np.arange(4000) / 16000
+    np.testing.assert_allclose(wav, 0.2 * np.sin(2 * np.pi * 300 * t), atol=1e-6)
+
+
 def test_empty_file(tmp_path):
     p = tmp_path / "empty.wav"
     p.write_bytes(b"")
@@ -201,3 +210,17 @@ def test_frontend_vad_config_from_mapping():
     fe = AudioFrontend(vad={"enabled": True, "aggressiveness": 2})
     assert isinstance(fe.vad, VADConfig) and fe.vad.aggressiveness == 2
     assert fe.describe()["vad"]["aggressiveness"] == 2
+
+
+def test_audio_error_survives_pickling():
+    """DataLoader workers send AudioErrors to the main process by pickling them."""
+    import pickle
+
+    from deeptalk_ser.errors import DataError
+
+    err = pickle.loads(pickle.dumps(AudioError("/data/x.wav", "unreadable audio", line=7)))
+    assert type(err) is AudioError
+    assert (err.path, err.problem, err.line) == ("/data/x.wav", "unreadable audio", 7)
+    assert str(err) == "/data/x.wav:7: unreadable audio"
+    plain = pickle.loads(pickle.dumps(DataError("/m.jsonl", "bad")))
+    assert type(plain) is DataError and str(plain) == "/m.jsonl: bad"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from scipy.signal import butter, lfilter
 
 from deeptalk_ser.audio.framing import frame_signal
@@ -258,7 +259,8 @@ def test_own_formats_round_trip(tmp_path: Path) -> None:
     lightning = tmp_path / "last.ckpt"
     torch.save({"epoch": 3, "pytorch-lightning_version": "2.6.6",
                 "state_dict": {**{f"model.{k}": v for k, v in src.state_dict().items()},
-                               "loss.weight": torch.tensor([1.0])}}, lightning)
+                               "loss.weight": torch.tensor([1.0])},
+                "hyper_parameters": OmegaConf.create({"lr": 1e-4})}, lightning)
     for path, kind in ((plain, "state dict"), (lightning, "Lightning checkpoint")):
         dst = build_net(seed=99)
         assert load_checkpoint(dst, path) == kind
@@ -272,6 +274,10 @@ def test_own_formats_round_trip(tmp_path: Path) -> None:
         load_checkpoint(DeepTalkNet(), broken)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(DeepTalkNet(), tmp_path / "absent.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(DeepTalkNet(), junk)
 
 
 def test_encoder_loads_checkpoint_and_reports_it(tmp_path: Path) -> None:
@@ -302,7 +308,6 @@ def test_frontend_must_be_8khz() -> None:
 
 def test_registry_and_hydra_config() -> None:
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     assert isinstance(build_encoder("deeptalk"), DeepTalkEncoder)
     conf = Path(__file__).resolve().parents[1] / "conf" / "encoder" / "deeptalk.yaml"
@@ -315,7 +320,7 @@ def test_registry_and_hydra_config() -> None:
 
 
 def test_fast_windowed_equals_reference(encoder: DeepTalkEncoder) -> None:
-    wav = speech_like(2.5)
+    wav = speech_like(2.0)
     fast = encoder.embed_windowed(wav, window=SR, hop=80, batch_size=64)
     ref = encoder.embed_windowed_reference(wav, window=SR, hop=80, batch_size=64)
     assert fast.shape == ref.shape == (1 + (len(wav) - SR) // 80, 256)
@@ -382,3 +387,6 @@ def test_embed_utterance(encoder: DeepTalkEncoder) -> None:
     mean = parts.mean(axis=0)
     np.testing.assert_allclose(emb, mean / np.linalg.norm(mean), atol=1e-5)
     assert emb.shape == (256,) and emb.dtype == np.float32
+    # the bare-network variant used by the training module's validation gives the same
+    np.testing.assert_allclose(DeepTalkEncoder.embed_with_net(encoder.net, wav, batch_size=1), emb, atol=1e-5)
+    assert DeepTalkEncoder.embed_with_net(encoder.net, wav[:15919]) is None

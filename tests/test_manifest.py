@@ -68,6 +68,16 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
     assert str(ei.value).startswith(f"{path}:3:")
 
 
+@pytest.mark.parametrize("line", ['[1, 2]', '"just a string"', '42', 'null'])
+def test_non_object_json_line_names_file_and_line(tmp_path, line):
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps({"id": "a", "path": "a.wav", "speaker": "s"})
+    path.write_text(f"{good}\n{line}\n", encoding="utf-8")
+    with pytest.raises(DataError) as ei:
+        read_manifest(path)
+    assert ei.value.path == str(path) and ei.value.line == 2
+
+
 def test_line_missing_speaker_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "a", "path": "a.wav"}\n', encoding="utf-8")

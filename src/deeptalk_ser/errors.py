@@ -15,6 +15,9 @@ class DataError(RuntimeError):
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {problem}")
 
+    def __reduce__(self):  # pickle (DataLoader workers) with the real constructor arguments
+        return type(self), (self.path, self.problem, self.line)
+
 
 class AudioError(DataError):
     """An audio file that cannot be read, is empty or is truncated."""

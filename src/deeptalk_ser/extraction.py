@@ -80,6 +80,8 @@ def embed_one(encoder: SpeakerEncoder, wav: np.ndarray, windowing: Windowing) ->
         return emb, (0 if emb is None else 1)
     win, hop = windowing.samples(encoder.sample_rate)
     windows = encoder.embed_windowed(wav, win, hop)
+    # an encoder marks a window it cannot embed (e.g. no usable frame) with NaN: leave it out
+    windows = windows[np.isfinite(windows).all(axis=1)]
     if len(windows) == 0:
         return None, 0
     return average_windows(windows, windowing.renormalize), len(windows)
@@ -88,6 +90,8 @@ def embed_one(encoder: SpeakerEncoder, wav: np.ndarray, windowing: Windowing) ->
 def extract_embeddings(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowing: Windowing,
                        on_error: str = "raise", num_workers: int = 0,
                        progress: bool = True) -> tuple[list[str], np.ndarray, ExtractionSummary]:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     summary = ExtractionSummary(utterances_in=len(utts))
     ids: list[str] = []
     rows: list[np.ndarray] = []

@@ -79,7 +79,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
                 continue
             try:
                 utts.append(Utterance.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, ValueError, TypeError) as exc:
+            except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:  # AttributeError: a non-object line
                 raise DataError(path, f"malformed manifest line ({exc})", line=lineno) from exc
     check_unique_ids(utts, path)
     return utts

@@ -11,6 +11,10 @@ from sklearn.metrics import confusion_matrix, f1_score
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict:
     y_true, y_pred, classes = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object), list(classes)
+    if len(y_true) == 0:
+        nan = float("nan")
+        return {"n": 0, "wa": nan, "ua": nan, "macro_f1": nan, "f1_per_class": {c: nan for c in classes},
+                "recall_per_class": {c: nan for c in classes}, "confusion": [[0] * len(classes) for _ in classes]}
     cm = confusion_matrix(y_true, y_pred, labels=classes)
     support = cm.sum(axis=1)
     present = support > 0

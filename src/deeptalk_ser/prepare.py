@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
 from .corpora.base import CorpusLoader
+from .audio.io import read_header
 from .errors import AudioError, DataError
-from .io_utils import stable_hash, write_json_atomic
+from .io_utils import stable_hash, write_json_atomic, write_text_atomic
 from .manifest import Utterance, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -34,24 +33,9 @@ class PrepareReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def read_header(path: Path) -> tuple[float, int]:
-    """(duration in s, sample rate) from the file header; a clear error for bad files."""
-    if not path.is_file():
-        raise AudioError(path, "audio file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "audio file is empty (0 bytes)")
+def _stat_key(path: str) -> list[int]:
     try:
-        info = sf.info(str(path))
-    except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
-        raise AudioError(path, f"unreadable audio header ({exc})") from exc
-    if info.frames <= 0:
-        raise AudioError(path, "audio file holds no samples")
-    return info.frames / info.samplerate, int(info.samplerate)
-
-
-def _stat_key(path: Path) -> list[int]:
-    try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return [-1, -1]
     return [st.st_size, st.st_mtime_ns]
@@ -68,22 +52,27 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
     header_cache_path = out_dir / "headers.json"
 
     utts = loader.scan()
+    if loader.has_audio:
+        # Resolve the root once and join (resolving every file costs half of an incremental run
+        # on a million files); symlinks inside the corpus are kept as links in manifest paths.
+        root = str(loader.root.resolve())
+        abs_paths = [os.path.normpath(os.path.join(root, u.path)) for u in utts]
+        stats = [_stat_key(p) for p in abs_paths]
+    else:
+        abs_paths, stats = [], [[0, 0]] * len(utts)
+    stamp = stable_hash({"options": loader.options(), "on_error": on_error,
+                         # whole records (extras too: an edited label file changes them) + file stats
+                         "files": [[u.to_dict(), s] for u, s in zip(utts, stats)]})
+    if stamp_path.is_file() and manifest_path.is_file():
+        prev = json.loads(stamp_path.read_text())
+        if prev.get("stamp") == stamp:
+            log.info("manifest up to date: %s", manifest_path)
+            return PrepareReport(manifest_path, prev["n_utterances"], reused=True, skipped=prev.get("skipped", []))
     if not loader.has_audio:
-        stamp = stable_hash({"options": loader.options(), "ids": [u.id for u in utts]})
         return _finish(manifest_path, stamp_path, stamp, utts, headers_read=0, skipped=[], on_error=on_error)
 
-    abs_paths = [loader.root / u.path if not Path(u.path).is_absolute() else Path(u.path) for u in utts]
-    stats = [_stat_key(p) for p in abs_paths]
-    stamp = stable_hash({"options": loader.options(), "on_error": on_error,
-                         "files": [[u.id, u.path, u.speaker, u.label, u.split, s] for u, s in zip(utts, stats)]})
-    if stamp_path.is_file() and manifest_path.is_file():
-        if json.loads(stamp_path.read_text()).get("stamp") == stamp:
-            log.info("manifest up to date: %s", manifest_path)
-            prev = json.loads(stamp_path.read_text())
-            return PrepareReport(manifest_path, prev["n_utterances"], reused=True, skipped=prev.get("skipped", []))
-
     cache: dict[str, Any] = json.loads(header_cache_path.read_text()) if header_cache_path.is_file() else {}
-    todo = [i for i, (p, s) in enumerate(zip(abs_paths, stats)) if cache.get(str(p), [None, None])[:2] != s]
+    todo = [i for i, (p, s) in enumerate(zip(abs_paths, stats)) if cache.get(p, [None, None])[:2] != s]
     results: dict[int, tuple[float, int] | AudioError] = {}
 
     def work(i: int) -> tuple[int, tuple[float, int] | AudioError]:
@@ -102,17 +91,17 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
                 raise res
             skipped.append({"id": utts[i].id, "path": res.path, "reason": res.problem})
         else:
-            cache[str(abs_paths[i])] = stats[i] + list(res)
-    write_json_atomic(header_cache_path, cache)
+            cache[abs_paths[i]] = stats[i] + list(res)
+    write_text_atomic(header_cache_path, json.dumps(cache, separators=(",", ":")))
 
     bad = {s["id"] for s in skipped}
     kept = []
     for u, p in zip(utts, abs_paths):
         if u.id in bad:
             continue
-        _, _, dur, sr = cache[str(p)]
+        _, _, dur, sr = cache[p]
         u.duration, u.sample_rate = round(float(dur), 6), int(sr)
-        u.path = str(p.resolve())  # manifests carry absolute paths: no root needed downstream
+        u.path = p  # manifests carry absolute paths: no root needed downstream
         kept.append(u)
     if skipped:
         log.warning("prepare skipped %d unreadable file(s), e.g. %s", len(skipped), skipped[0])

@@ -1,4 +1,5 @@
-"""Reading audio with soundfile (wav/flac/ogg); every failure names the file and the problem."""
+"""Reading audio: soundfile for wav/flac/ogg, PyAV for m4a (VoxCeleb2). Every failure names
+the file and the problem; headers are read without decoding (for manifests at scale)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,40 @@ import soundfile as sf
 
 from ..errors import AudioError
 
+M4A_SUFFIXES = (".m4a", ".mp4", ".aac")
+#: decoded AAC may differ from the declared length by up to one frame
+_AAC_FRAME = 1024
+
+
+def check_audio_file(path: str | Path) -> Path:
+    """The path, if it names a non-empty file; else an AudioError saying which problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "audio file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "audio file is empty (0 bytes)")
+    return path
+
+
+def is_m4a(path: Path) -> bool:
+    return path.suffix.lower() in M4A_SUFFIXES
+
+
+def read_header(path: str | Path) -> tuple[float, int]:
+    """(duration in s, sample rate) from the file header, no decoding."""
+    path = check_audio_file(path)
+    if is_m4a(path):
+        from .m4a import read_m4a_header
+
+        return read_m4a_header(path)
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
+        raise AudioError(path, f"unreadable audio header ({exc})") from exc
+    if info.frames <= 0:
+        raise AudioError(path, "audio file holds no samples")
+    return info.frames / info.samplerate, int(info.samplerate)
+
 
 def load_audio(path: str | Path, expected_frames: int | None = None) -> tuple[np.ndarray, int]:
     """Return (mono float32 waveform in [-1, 1], sample rate).
@@ -16,20 +51,23 @@ def load_audio(path: str | Path, expected_frames: int | None = None) -> tuple[np
     Multi-channel audio is mixed down by averaging channels. ``expected_frames`` (from the
     manifest header read) lets us detect a file truncated after the manifest was built.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "audio file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "audio file is empty (0 bytes)")
-    try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
-        raise AudioError(path, f"unreadable audio ({exc})") from exc
-    if wav.shape[0] == 0:
-        raise AudioError(path, "audio file holds no samples")
-    if expected_frames is not None and wav.shape[0] < expected_frames:
-        raise AudioError(path, f"truncated: {wav.shape[0]} samples, header promised {expected_frames}")
-    mono = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+    path = check_audio_file(path)
+    tolerance = 0
+    if is_m4a(path):
+        from .m4a import decode_m4a
+
+        mono, sr = decode_m4a(path)
+        tolerance = _AAC_FRAME
+    else:
+        try:
+            wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
+            raise AudioError(path, f"unreadable audio ({exc})") from exc
+        if wav.shape[0] == 0:
+            raise AudioError(path, "audio file holds no samples")
+        mono = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+    if expected_frames is not None and mono.shape[0] < expected_frames - tolerance:
+        raise AudioError(path, f"truncated: {mono.shape[0]} samples, header promised {expected_frames}")
     if not np.all(np.isfinite(mono)):
         raise AudioError(path, "audio holds NaN or inf samples")
     return np.ascontiguousarray(mono, dtype=np.float32), int(sr)

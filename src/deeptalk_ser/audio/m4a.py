@@ -17,9 +17,7 @@ import numpy as np
 
 from ..errors import AudioError
 from ..io_utils import atomic_path
-
-M4A_SUFFIXES = (".m4a", ".mp4", ".aac")
-
+from .io import M4A_SUFFIXES, check_audio_file  # noqa: F401  (M4A_SUFFIXES re-exported)
 
 def _av() -> Any:
     try:
@@ -27,13 +25,6 @@ def _av() -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("reading .m4a needs PyAV: pip install av (it bundles FFmpeg)") from exc
     return av
-
-
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise AudioError(path, "audio file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "audio file is empty (0 bytes)")
 
 
 def _declared_frames(container: Any, stream: Any) -> int | None:
@@ -52,8 +43,7 @@ def read_m4a_header(path: str | Path) -> tuple[float, int]:
     Falls back to summing packet durations (demuxing only) when the container declares no
     duration, e.g. a fragmented MP4.
     """
-    path = Path(path)
-    _check_file(path)
+    path = check_audio_file(path)
     av = _av()
     try:
         with av.open(str(path)) as container:
@@ -81,8 +71,7 @@ def decode_m4a(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
     ``sample_rate`` the result is resampled with soxr (the project's resampler) so converted and
     on-the-fly audio are identical.
     """
-    path = Path(path)
-    _check_file(path)
+    path = check_audio_file(path)
     av = _av()
     chunks: list[np.ndarray] = []
     try:

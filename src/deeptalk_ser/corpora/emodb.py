@@ -31,7 +31,7 @@ class EmoDBCorpus(CorpusLoader):
         wav_dir = self.require("wav")
         utts = []
         for p in sorted(wav_dir.iterdir()):
-            if p.suffix.lower() != ".wav":
+            if p.suffix.lower() != ".wav" or p.name.startswith("._"):  # macOS resource forks
                 continue
             m = _NAME.match(p.name)
             if not m:

@@ -53,6 +53,8 @@ class EmbeddingArrayCorpus(CorpusLoader):
         utts = []
         for split, prefix in self.splits.items():
             x, y, xp, yp = self._arrays(prefix)
+            if not np.issubdtype(y.dtype, np.integer) and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+                raise DataError(yp, "label codes must be whole numbers (found fractions, NaN or inf)")
             for row, code in enumerate(y.tolist()):
                 if int(code) not in self.label_codes:
                     raise DataError(yp, f"row {row}: unknown label code {code} (known: {sorted(self.label_codes)})")

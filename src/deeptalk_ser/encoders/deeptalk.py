@@ -236,15 +236,17 @@ def _torch_load(path: str | Path) -> Any:
     if not path.is_file():
         raise CheckpointError(path, "no such checkpoint file")
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            if "weights only" not in str(exc).lower():
-                raise
-            log.warning("%s holds non-tensor objects; loading it with full unpickling (trusted file)", path)
-            return torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(path, f"cannot be read by torch.load: {exc}") from exc
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise CheckpointError(path, f"cannot be read by torch.load: {exc!r}") from exc
+    except Exception as exc:  # a corrupt file can fail in many ways inside the unpickler
+        raise CheckpointError(path, f"cannot be read by torch.load: {exc!r}") from exc
+    log.warning("%s holds non-tensor objects; loading it with full unpickling (trusted file)", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(path, f"cannot be read by torch.load: {exc!r}") from exc
 
 
 def _load_checked(model: nn.Module, state: Mapping[str, Any], path: str | Path,
@@ -360,6 +362,39 @@ def reference_partial_starts(n_samples: int, partial: int = PARTIAL_FRAMES, over
     return np.asarray(starts, dtype=np.int64)
 
 
+def reference_partial_frames(wav: np.ndarray) -> np.ndarray | None:
+    """The (P, 200, 160) partial crops of the reference ``embed_utterance``, or None if too short.
+
+    Faithful to the reference's quirks: the too-short test and the partial grid use the
+    estimated frame count ``ceil((n + 1) / 80)`` (:func:`reference_partial_starts`); the waveform
+    is zero-padded to the last partial's end; partials index the frame sequence *after* dropped
+    frames are removed; and if that sequence is still short, its last frames are repeated
+    (``frames[-pad:]``). Where the reference would fail (more padding needed than frames exist)
+    the frames are tiled. None also when no frame is usable.
+    """
+    starts = reference_partial_starts(len(wav))
+    if len(starts) == 0:
+        return None
+    stop = int(starts[-1]) + PARTIAL_FRAMES
+    wav = np.asarray(wav, np.float32)
+    if stop * FRAME_HOP >= len(wav):
+        wav = np.pad(wav, (0, stop * FRAME_HOP - len(wav)))
+    frames = frame_signal(wav)
+    if len(frames) == 0:
+        return None
+    if len(frames) < stop:
+        frames = np.concatenate((frames, frames[-(stop - len(frames)):]))
+    if len(frames) < stop:
+        frames = np.tile(frames, (math.ceil(stop / len(frames)), 1))
+    return frames[starts[:, None] + np.arange(PARTIAL_FRAMES)]
+
+
+def _mean_normalised(partials: np.ndarray) -> np.ndarray:
+    """The reference's utterance embedding: mean of the partial embeddings, L2-normalised."""
+    mean = partials.mean(axis=0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -472,8 +507,10 @@ class DeepTalkEncoder(SpeakerEncoder):
         features = self._filterbank(z[keep])
         return self._embed_segments(features, starts, lengths, self.batch_size)
 
-    def embed_windowed(self, wav: np.ndarray, window: int, hop: int, batch_size: int = 256) -> np.ndarray:
+    def embed_windowed(self, wav: np.ndarray, window: int, hop: int, batch_size: int | None = None) -> np.ndarray:
         """Exact fast path: frame + DeepVOX the utterance once, GST per window.
+
+        ``batch_size`` (windows per GST call) defaults to the encoder's ``batch_size``.
 
         Requires ``hop`` to be a multiple of the 80-sample frame hop (the paper's 10 ms is one
         frame); otherwise windows do not share frames and this falls back to the reference path.
@@ -481,6 +518,7 @@ class DeepTalkEncoder(SpeakerEncoder):
         ``F = 1 + (window - 160) // 80``; its kept frames are a contiguous run of the utterance's
         kept frames, found with a prefix count.
         """
+        batch_size = batch_size or self.batch_size
         n = 0 if len(wav) < window else 1 + (len(wav) - window) // hop
         if n <= 0:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
@@ -494,39 +532,34 @@ class DeepTalkEncoder(SpeakerEncoder):
         features = self._filterbank(z[keep])
         return self._embed_segments(features, starts, lengths, batch_size)
 
-    def embed_windowed_reference(self, wav: np.ndarray, window: int, hop: int, batch_size: int = 256) -> np.ndarray:
+    def embed_windowed_reference(self, wav: np.ndarray, window: int, hop: int,
+                                 batch_size: int | None = None) -> np.ndarray:
         """The straightforward path: slice every window and embed it on its own (tests, benchmarks)."""
-        return SpeakerEncoder.embed_windowed(self, wav, window, hop, batch_size)
+        return SpeakerEncoder.embed_windowed(self, wav, window, hop, batch_size or self.batch_size)
 
     def embed_utterance(self, wav: np.ndarray) -> np.ndarray | None:
-        """The reference ``embed_utterance``: 200-frame partials, 50 % overlap, mean, L2-normalise.
-
-        Faithful to the reference's quirks: the too-short test and the partial grid use the
-        estimated frame count ``ceil((n + 1) / 80)``; the waveform is zero-padded to the last
-        partial's end; partials index the frame sequence *after* dropped frames are removed; and
-        if that sequence is still short, its last frames are repeated (``frames[-pad:]``). Where
-        the reference would fail (more padding needed than frames exist) the frames are tiled.
-        Returns None when the utterance is shorter than one partial or has no usable frame.
-        """
-        starts = reference_partial_starts(len(wav))
-        if len(starts) == 0:
+        """The reference ``embed_utterance`` (see :func:`reference_partial_frames`)."""
+        batch = reference_partial_frames(wav)
+        if batch is None:
             return None
-        stop = int(starts[-1]) + PARTIAL_FRAMES
-        wav = np.asarray(wav, np.float32)
-        if stop * FRAME_HOP >= len(wav):
-            wav = np.pad(wav, (0, stop * FRAME_HOP - len(wav)))
-        frames = frame_signal(wav)
-        if len(frames) == 0:
-            return None
-        if len(frames) < stop:
-            frames = np.concatenate((frames, frames[-(stop - len(frames)):]))
-        if len(frames) < stop:
-            frames = np.tile(frames, (math.ceil(stop / len(frames)), 1))
-        batch = frames[starts[:, None] + np.arange(PARTIAL_FRAMES)]
         partials = np.concatenate([self.embed_frames(batch[i:i + self.batch_size])
                                    for i in range(0, len(batch), self.batch_size)])
-        mean = partials.mean(axis=0)
-        return (mean / np.linalg.norm(mean)).astype(np.float32)
+        return _mean_normalised(partials)
+
+    @staticmethod
+    @torch.no_grad()
+    def embed_with_net(net: DeepTalkNet, wav: np.ndarray, batch_size: int = 64) -> np.ndarray | None:
+        """:meth:`embed_utterance` with a bare network on its own device (training validation).
+
+        The caller sets the network's mode (``eval()`` for BatchNorm running statistics).
+        """
+        batch = reference_partial_frames(wav)
+        if batch is None:
+            return None
+        device = next(net.parameters()).device
+        partials = np.concatenate([net(torch.as_tensor(batch[i:i + batch_size], device=device)).float().cpu().numpy()
+                                   for i in range(0, len(batch), batch_size)])
+        return _mean_normalised(partials)
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()

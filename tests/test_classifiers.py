@@ -1,0 +1,168 @@
+"""The flat RBF SVM, its backend choice, and the Sad-First hierarchical head."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from deeptalk_ser.classifiers import SadFirstClassifier, SVMClassifier, select_backend
+from deeptalk_ser.classifiers.hierarchical import REST
+from deeptalk_ser.classifiers.svm import undersample
+
+FOUR = ["angry", "sad", "happy", "neutral"]
+
+
+def blobs(counts: dict[str, int], dim: int = 4, spread: float = 0.3, sep: float = 3.0, seed: int = 0):
+    """Gaussian blobs, class i centred at ``sep`` on axis i (so far apart relative to ``spread``)."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for i, (c, n) in enumerate(counts.items()):
+        centre = np.zeros(dim)
+        centre[i % dim] = sep
+        X.append(centre + spread * rng.standard_normal((n, dim)))
+        y += [c] * n
+    return np.concatenate(X).astype(np.float32), np.array(y, dtype=object)
+
+
+# -------------------------------------------------------------------------- SVM
+
+
+def test_separable_blobs_high_accuracy():
+    Xtr, ytr = blobs({"a": 40, "b": 40, "c": 40}, seed=0)
+    Xte, yte = blobs({"a": 30, "b": 30, "c": 30}, seed=1)
+    clf = SVMClassifier(backend="sklearn").fit(Xtr, ytr)
+    pred = clf.predict(Xte)
+    assert pred.dtype == object and set(pred) <= {"a", "b", "c"}
+    assert np.mean(pred == yte) >= 0.97
+    assert clf.n_train == 120
+
+
+def test_balance_undersamples_to_smallest_class():
+    X, y = blobs({"a": 30, "b": 20, "c": 7})
+    clf = SVMClassifier(backend="sklearn", balance=True, seed=1).fit(X, y)
+    assert clf.n_train == 21  # 3 classes x 7
+    keep = undersample(y, seed=1)
+    assert Counter(y[keep]) == {"a": 7, "b": 7, "c": 7}
+    assert len(set(keep.tolist())) == 21 and np.all(np.diff(keep) > 0)
+    assert SVMClassifier(backend="sklearn", balance=False).fit(X, y).n_train == 57
+
+
+def test_standardize_uses_training_statistics_only():
+    rng = np.random.default_rng(0)
+    # feature 0 separates the classes on a unit scale, feature 1 is noise on a 1e4 scale
+    Xtr = np.column_stack([np.r_[rng.normal(-1, .2, 30), rng.normal(1, .2, 30)], rng.normal(0, 1e4, 60)])
+    ytr = np.array(["a"] * 30 + ["b"] * 30, dtype=object)
+    clf = SVMClassifier(backend="sklearn", standardize=True).fit(Xtr, ytr)
+    np.testing.assert_allclose(clf._mean, Xtr.astype(np.float32).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(clf._std, Xtr.astype(np.float32).std(axis=0), rtol=1e-5)
+    # test rows from a shifted distribution: scaling must not depend on the test batch
+    Xte = np.column_stack([np.r_[rng.normal(-1, .2, 10), rng.normal(1, .2, 10)], rng.normal(5e4, 1e3, 20)])
+    batch = clf.predict(Xte)
+    one_by_one = np.array([clf.predict(Xte[i:i + 1])[0] for i in range(len(Xte))], dtype=object)
+    np.testing.assert_array_equal(batch, one_by_one)
+    # a constant training feature gets std 1 (no division by zero)
+    const = SVMClassifier(backend="sklearn", standardize=True).fit(np.column_stack([Xtr[:, 0], np.ones(60)]), ytr)
+    assert const._std[1] == 1.0
+
+
+def test_standardize_makes_large_scale_noise_harmless():
+    def make(n, seed):
+        r = np.random.default_rng(seed)
+        lab = r.integers(0, 2, n)
+        return np.column_stack([np.where(lab, 1.0, -1.0) + r.normal(0, .2, n), r.normal(0, 1e4, n)]), \
+            np.where(lab, "b", "a").astype(object)
+
+    Xtr, ytr = make(80, 0)
+    Xte, yte = make(80, 1)
+    raw = np.mean(SVMClassifier(backend="sklearn").fit(Xtr, ytr).predict(Xte) == yte)
+    std = np.mean(SVMClassifier(backend="sklearn", standardize=True).fit(Xtr, ytr).predict(Xte) == yte)
+    assert std >= 0.95 and raw < 0.8
+
+
+def test_class_order_sets_classes_order():
+    X, y = blobs({"a": 10, "b": 10, "c": 10})
+    assert SVMClassifier(backend="sklearn").fit(X, y).classes_.tolist() == ["a", "b", "c"]
+    clf = SVMClassifier(backend="sklearn", class_order=["c", "a", "b"]).fit(X, y)
+    assert clf.classes_.tolist() == ["c", "a", "b"]
+    # absent classes are dropped, unlisted present classes follow in sorted order
+    clf = SVMClassifier(backend="sklearn", class_order=["zzz", "b"]).fit(X, y)
+    assert clf.classes_.tolist() == ["b", "a", "c"]
+    Xte, yte = blobs({"a": 5, "b": 5, "c": 5}, seed=3)
+    assert np.mean(clf.predict(Xte) == yte) >= 0.9  # labels decoded through the new order
+
+
+def test_fit_needs_two_classes():
+    with pytest.raises(ValueError, match="2 classes"):
+        SVMClassifier(backend="sklearn").fit(np.zeros((3, 2)), np.array(["a"] * 3, dtype=object))
+
+
+def test_backend_recorded_as_sklearn():
+    clf = SVMClassifier(backend="sklearn", C=10.0, gamma="scale")
+    assert clf.backend == "sklearn"
+    assert clf.describe() == {"name": "svm", "C": 10.0, "gamma": "scale", "standardize": False, "balance": False,
+                              "backend": "sklearn", "class_order": None}
+
+
+def test_select_backend_without_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_backend("auto") == "sklearn"
+    assert select_backend("sklearn") == "sklearn"
+    assert SVMClassifier().backend == "sklearn"
+    with pytest.raises(RuntimeError, match="cuML"):
+        select_backend("cuml")
+    with pytest.raises(ValueError, match="backend"):
+        select_backend("libsvm")
+
+
+# ------------------------------------------------------------------- Sad-First
+
+
+@pytest.fixture
+def four_class():
+    Xtr, ytr = blobs({c: 25 for c in FOUR}, dim=4, spread=0.6, sep=2.0, seed=0)
+    return Xtr, ytr
+
+
+def test_sad_first_outputs_only_the_four_classes(four_class):
+    Xtr, ytr = four_class
+    clf = SadFirstClassifier(backend="sklearn").fit(Xtr, ytr)
+    assert clf.uses_fine_labels is True
+    rng = np.random.default_rng(5)
+    Xany = rng.uniform(-3, 5, size=(300, 4)).astype(np.float32)
+    pred = clf.predict(Xany)
+    assert set(pred) <= set(FOUR) and REST not in set(pred)
+    Xte, yte = blobs({c: 20 for c in FOUR}, dim=4, spread=0.6, sep=2.0, seed=9)
+    assert np.mean(clf.predict(Xte) == yte) >= 0.85
+
+
+def test_stage_one_sad_wins(four_class):
+    Xtr, ytr = four_class
+    clf = SadFirstClassifier(backend="sklearn").fit(Xtr, ytr)
+    rng = np.random.default_rng(6)
+    Xany = rng.uniform(-3, 5, size=(400, 4)).astype(np.float32)
+    s1, s2, final = clf.stage1.predict(Xany), clf.stage2.predict(Xany), clf.predict(Xany)
+    said_sad = s1 == "sad"
+    assert said_sad.any() and (~said_sad).any()
+    assert "sad" not in set(s2)  # stage 2 never saw sad rows ...
+    assert np.all(final[said_sad] == "sad")  # ... so these can only come from stage 1
+    np.testing.assert_array_equal(final[~said_sad], s2[~said_sad])
+    assert set(clf.stage1.classes_) == {"sad", REST}
+    assert set(clf.stage2.classes_) == {"angry", "happy", "neutral"}
+    assert clf.stage2.n_train == 75
+
+
+def test_sad_first_requires_sad(four_class):
+    Xtr, ytr = four_class
+    keep = ytr != "sad"
+    with pytest.raises(ValueError, match="sad"):
+        SadFirstClassifier(backend="sklearn").fit(Xtr[keep], ytr[keep])
+
+
+def test_sad_first_describe():
+    d = SadFirstClassifier(backend="sklearn", balance=True).describe()
+    assert d["name"] == "hierarchical" and d["first_class"] == "sad" and d["balance"] is True
+    assert d["backend"] == "sklearn"
