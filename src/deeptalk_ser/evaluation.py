@@ -24,6 +24,7 @@ from .pipeline import get_embeddings, prepare_data
 from .protocols import check_disjoint, group_values
 from .reporting import markdown_table, plot_confusion, summary_row, SUMMARY_COLUMNS
 from .tasks import EmotionTask
+from .windowing import describe_windowing
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     wa_folds = np.array([f["wa"] for f in fold_records])
     results: dict[str, Any] = {
         "task": task.name, "data": cfg.data.name, "protocol": protocol.name, "encoder": encoder_name,
+        "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
         "classifier": cfg.classifier.get("name", "classifier"), "backend": backend,
         "n_utterances": len(utts), "n_speakers": len(set(speakers)), "n_folds": len(folds), "classes": task.classes,
         "class_counts": {c: int(np.sum(task.to_task_labels(fine) == c)) for c in task.classes},

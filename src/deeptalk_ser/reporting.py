@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from .io_utils import write_text_atomic
 
-SUMMARY_COLUMNS = ("task", "data", "encoder", "classifier", "protocol", "backend", "n_utterances", "n_folds",
+SUMMARY_COLUMNS = ("task", "data", "encoder", "windowing", "classifier", "protocol", "backend", "n_utterances", "n_folds",
                    "wa", "ua", "macro_f1", "ua_fold_mean", "ua_fold_std", "eer", "min_dcf_p0.01")
 
 

@@ -17,6 +17,7 @@ from .io_utils import write_json_atomic
 from .loggers import build_loggers, log_run
 from .pipeline import get_embeddings, prepare_data
 from .reporting import SUMMARY_COLUMNS, markdown_table, summary_row
+from .windowing import describe_windowing
 from .verification import generate_trials, read_trials, score_verification, write_trials
 
 
@@ -41,6 +42,7 @@ def evaluate_verification(cfg: DictConfig) -> dict[str, Any]:
     scored = [t for t in trials if t.enrol not in dropped and t.test not in dropped]
     res = score_verification(store.embeddings, store.index(), scored, p_targets=tuple(cfg.task.p_targets))
     results = {"task": "verification", "data": cfg.data.name, "split": split, "encoder": encoder_name,
+               "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
                "classifier": "cosine", "protocol": "trials" if cfg.task.get("trials") else "generated",
                "n_utterances": len(utts), "n_speakers": len({u.speaker for u in utts}),
                "n_trials_dropped": len(trials) - len(scored), **res,

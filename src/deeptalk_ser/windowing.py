@@ -7,6 +7,7 @@ The paper's code cut 22,000-sample windows with a 220-sample hop from 16 kHz aud
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,3 +44,12 @@ def average_windows(window_embeddings: np.ndarray, renormalize: bool) -> np.ndar
         if norm > 0:
             mean = mean / norm
     return mean.astype(np.float32)
+
+
+def describe_windowing(w: dict[str, Any] | None) -> str:
+    """Short label for tables: the encoder's own utterance embedding, or window/hop."""
+    if not w:
+        return "precomputed"
+    if w.get("window_s") is None:
+        return "utterance"
+    return f"{w['window_s']}s/{w['hop_s']}s" + ("+renorm" if w.get("renormalize") else "")

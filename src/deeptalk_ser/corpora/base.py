@@ -9,43 +9,22 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from ..errors import DataError
 from ..manifest import Utterance
+from ..registry import Registry, import_submodules
 
-CORPORA: dict[str, type["CorpusLoader"]] = {}
-
-
-def register_corpus(name: str) -> Callable[[type["CorpusLoader"]], type["CorpusLoader"]]:
-    def deco(cls: type[CorpusLoader]) -> type[CorpusLoader]:
-        if name in CORPORA:
-            raise ValueError(f"corpus {name!r} registered twice")
-        cls.name = name
-        CORPORA[name] = cls
-        return cls
-
-    return deco
+CORPORA = Registry("corpus")
+register_corpus = CORPORA.register
 
 
 def get_corpus(name: str, **kwargs: Any) -> "CorpusLoader":
-    import_builtin_corpora()
-
-    try:
-        return CORPORA[name](**kwargs)
-    except KeyError:
-        raise KeyError(f"unknown corpus {name!r}; known: {sorted(CORPORA)}") from None
-
-
-def import_builtin_corpora() -> None:
-    """Import every module of this package so that each loader registers itself."""
-    import importlib
-    import pkgutil
-
     from .. import corpora
 
-    for mod in pkgutil.iter_modules(corpora.__path__):
-        importlib.import_module(f"{corpora.__name__}.{mod.name}")
+    import_submodules(corpora)
+
+    return CORPORA.lookup(name)(**kwargs)
 
 
 class CorpusLoader(abc.ABC):

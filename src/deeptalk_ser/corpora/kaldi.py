@@ -11,28 +11,23 @@ from typing import Any, Sequence
 
 from ..errors import DataError
 from ..manifest import Utterance
+from ._common import iter_lines
 from .base import CorpusLoader, register_corpus
 
 
 def read_kaldi_map(path: Path, required: bool = True) -> dict[str, str]:
     """Read a two-column Kaldi map (``key value...``), refusing duplicate keys."""
-    if not path.is_file():
-        if required:
-            raise DataError(path, "Kaldi data file missing")
+    if not path.is_file() and not required:
         return {}
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise DataError(path, "expected '<key> <value>'", line=lineno)
-            key, value = parts
-            if key in out:
-                raise DataError(path, f"duplicate key {key!r}", line=lineno)
-            out[key] = value.strip()
+    for lineno, line in iter_lines(path):
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            raise DataError(path, "expected '<key> <value>'", line=lineno)
+        key, value = parts
+        if key in out:
+            raise DataError(path, f"duplicate key {key!r}", line=lineno)
+        out[key] = value.strip()
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from ..errors import DataError
 from ..manifest import Utterance
-from ._speaker_common import check_choices, file_fingerprint, iter_lines, walk_three_level
+from ._common import check_choices, file_fingerprint, iter_lines, walk_three_level
 from .base import CorpusLoader, register_corpus
 
 LIBRISPEECH_SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500",

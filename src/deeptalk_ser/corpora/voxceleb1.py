@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from ..errors import DataError
 from ..manifest import Utterance
-from ._speaker_common import (ANGLOPHONE_NATIONALITIES, check_choices, file_fingerprint, iter_lines,
+from ._common import (ANGLOPHONE_NATIONALITIES, check_choices, file_fingerprint, iter_lines,
                               resolve_in_root, subdirs, walk_three_level)
 from .base import CorpusLoader, register_corpus
 

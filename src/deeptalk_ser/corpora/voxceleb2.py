@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from ..audio.m4a import convert_m4a_to_wav
 from ..errors import DataError
 from ..manifest import Utterance
-from ._speaker_common import check_choices, file_fingerprint, iter_lines, resolve_in_root, walk_three_level
+from ._common import check_choices, file_fingerprint, iter_lines, resolve_in_root, walk_three_level
 from .base import CorpusLoader, register_corpus
 
 log = logging.getLogger(__name__)

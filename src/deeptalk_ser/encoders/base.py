@@ -8,44 +8,22 @@ embeds a batch of equal-length windows, and has its own utterance-level scheme
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..audio.frontend import AudioFrontend
+from ..registry import Registry, import_submodules
 
-ENCODERS: dict[str, type["SpeakerEncoder"]] = {}
-
-
-def register_encoder(name: str) -> Callable[[type["SpeakerEncoder"]], type["SpeakerEncoder"]]:
-    def deco(cls: type[SpeakerEncoder]) -> type[SpeakerEncoder]:
-        if name in ENCODERS:
-            raise ValueError(f"encoder {name!r} registered twice")
-        cls.name = name
-        ENCODERS[name] = cls
-        return cls
-
-    return deco
-
-
-def _import_builtin() -> None:
-    import importlib
-
-    for mod in ("ge2e", "egemaps", "deeptalk"):
-        try:
-            importlib.import_module(f"{__package__}.{mod}")
-        except ModuleNotFoundError as exc:  # an encoder module not written yet must not break the others
-            if exc.name != f"{__package__}.{mod}":
-                raise
+ENCODERS = Registry("encoder")
+register_encoder = ENCODERS.register
 
 
 def build_encoder(name: str, **kwargs: Any) -> "SpeakerEncoder":
-    _import_builtin()
-    try:
-        cls = ENCODERS[name]
-    except KeyError:
-        raise KeyError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)}") from None
-    return cls(**kwargs)
+    from .. import encoders
+
+    import_submodules(encoders)
+    return ENCODERS.lookup(name)(**kwargs)
 
 
 def resolve_device(device: str) -> str:

@@ -53,6 +53,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs["precision"] = resolve_precision(trainer_kwargs.get("precision", "auto"))
+    if trainer_kwargs.get("sync_batchnorm") and (trainer_kwargs.get("accelerator") == "cpu" or not torch.cuda.is_available()):
+        log.info("sync_batchnorm needs CUDA; off for this CPU run")  # GPU runs keep it
+        trainer_kwargs["sync_batchnorm"] = False
     trainer = instantiate(trainer_kwargs, callbacks=callbacks, logger=build_loggers(cfg.get("logger")) or False,
                           use_distributed_sampler=False, _convert_="all")
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))

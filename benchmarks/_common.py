@@ -1,0 +1,29 @@
+"""Shared bits of the benchmark scripts: machine facts and atomic result files."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deeptalk_ser.io_utils import write_json_atomic
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SHARED_DATA = Path(os.environ.get("DEEPTALK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def machine() -> dict[str, Any]:
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    path = RESULTS_DIR / name
+    write_json_atomic(path, {**results, "machine": machine()})
+    print(f"-> {path}")
+    return path
