@@ -21,7 +21,7 @@ from .io_utils import write_json_atomic
 from .loggers import build_loggers, log_run
 from .metrics import classification_metrics
 from .pipeline import get_embeddings, prepare_data
-from .protocols import check_disjoint, group_values
+from .protocols import check_disjoint, group_values, write_split_file
 from .reporting import markdown_table, plot_confusion, summary_row, SUMMARY_COLUMNS
 from .tasks import EmotionTask
 from .windowing import describe_windowing
@@ -74,6 +74,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     X = store.select([u.id for u in utts])
     protocol = instantiate(cfg.protocol, _convert_="all")
     folds = protocol.folds(utts, fine)
+    split_hash = write_split_file(out / "splits.json", protocol, folds, utts)  # the exact folds, hashed
     speakers = group_values(utts, "speaker")
     make_classifier = instantiate(cfg.classifier, _partial_=True, _convert_="all")
     fold_records, y_true, y_pred, backend = run_folds(X, fine, task, folds, make_classifier, speakers,
@@ -92,6 +93,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "wa_fold_mean": float(wa_folds.mean()), "wa_fold_std": float(wa_folds.std()),
         "ua_fold_mean": float(np.nanmean(ua_folds)), "ua_fold_std": float(np.nanstd(ua_folds)),
         "speaker_independent": bool(protocol.speaker_independent),
+        "split_hash": split_hash, "split_file": "splits.json",
         "protocol_config": OmegaConf.to_container(cfg.protocol, resolve=True),
         "classifier_config": OmegaConf.to_container(cfg.classifier, resolve=True),
         "encoder_config": store.meta.get("key", {}),

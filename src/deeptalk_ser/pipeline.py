@@ -47,8 +47,13 @@ def build_encoder(enc_cfg: DictConfig) -> tuple[SpeakerEncoder, Windowing]:
 
 
 def get_embeddings(cfg: DictConfig, data: PreparedData, summary_path: str | Path | None = None,
-                   utts: list[Utterance] | None = None) -> tuple[EmbeddingStore, dict[str, Any], str]:
-    """(store, extraction summary, encoder name) for the prepared data (or a subset ``utts``)."""
+                   utts: list[Utterance] | None = None,
+                   distributed: bool = False) -> tuple[EmbeddingStore | None, dict[str, Any], str]:
+    """(store, extraction summary, encoder name) for the prepared data (or a subset ``utts``).
+
+    ``distributed``: extract with Lightning ``predict`` on the devices of ``cfg.trainer``, in
+    resumable shards (:mod:`deeptalk_ser.distributed_extraction`); the store is then None on
+    every rank but global rank 0. Otherwise in this process. Both make the same store."""
     from .extraction import extract_or_reuse
     from .io_utils import write_json_atomic
 
@@ -63,6 +68,17 @@ def get_embeddings(cfg: DictConfig, data: PreparedData, summary_path: str | Path
         return store, summary, str(cfg.data.get("embedding_name", "precomputed"))
     encoder, windowing = build_encoder(cfg.encoder)
     store_root = Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name
+    if distributed:
+        from .distributed_extraction import extract_or_reuse_distributed
+
+        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else None
+        store, summary = extract_or_reuse_distributed(
+            data.utts if utts is None else utts, encoder, windowing, store_root,
+            on_error=cfg.data.get("on_error", "raise"), num_workers=cfg.extract.num_workers,
+            dtype=cfg.extract.dtype, shard_size=cfg.extract.get("shard_size", 1000),
+            trainer_cfg=trainer_cfg,  # type: ignore[arg-type]
+            summary_path=summary_path, keep_shards=cfg.extract.get("keep_shards", False))
+        return store, summary, encoder.name
     store, summary = extract_or_reuse(data.utts if utts is None else utts, encoder, windowing, store_root,
                                       on_error=cfg.data.get("on_error", "raise"),
                                       num_workers=cfg.extract.num_workers, dtype=cfg.extract.dtype,
@@ -71,10 +87,13 @@ def get_embeddings(cfg: DictConfig, data: PreparedData, summary_path: str | Path
 
 
 def run_extract(cfg: DictConfig) -> dict[str, Any]:
-    """``extract.py``: prepare + extract (or reuse) and write ``extract_summary.json``."""
+    """``extract.py``: prepare + extract (or reuse) on the devices of ``cfg.trainer`` and write
+    ``extract_summary.json`` (global rank 0; the other ranks return after their shards)."""
     data = prepare_data(cfg)
     out = Path(cfg.paths.output_dir)
-    store, summary, name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json")
+    store, summary, name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json", distributed=True)
+    if store is None:  # a DDP rank other than 0: its shards are written, rank 0 merges
+        return summary
     print(f"[extract] {name}: {summary.get('embedded')} of {summary.get('utterances_in')} utterances embedded, "
           f"{summary.get('n_dropped_short', 0)} dropped short, {summary.get('n_skipped_errors', 0)} skipped -> {store.path}")
     return {**summary, "store": str(store.path)}

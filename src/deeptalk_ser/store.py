@@ -8,13 +8,14 @@ under a temporary name and renamed, so a store either exists complete or not at 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -27,20 +28,53 @@ class EmbeddingStore:
     ids: list[str]
     embeddings: np.ndarray  # memory-mapped when opened from disk
     meta: dict[str, Any]
+    _index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def write(cls, path: str | Path, ids: Sequence[str], embeddings: np.ndarray, meta: dict[str, Any],
               dtype: str = "float32") -> "EmbeddingStore":
-        path = Path(path)
         if len(ids) != len(embeddings):
             raise ValueError(f"{len(ids)} ids for {len(embeddings)} embedding rows")
+        embeddings = np.asarray(embeddings)
+        dim = embeddings.shape[1] if embeddings.ndim == 2 else 0
+        return cls.write_chunks(path, ids, [embeddings], dim, meta, dtype=dtype)
+
+    @classmethod
+    def write_chunks(cls, path: str | Path, ids: Sequence[str], chunks: Iterable[np.ndarray], dim: int,
+                     meta: dict[str, Any], dtype: str = "float32") -> "EmbeddingStore":
+        """Write a store whose rows arrive in consecutive chunks (e.g. merged from shards).
+
+        ``embeddings.npy`` is created at its final size and filled chunk by chunk through a
+        memory map, so peak memory is one chunk, not the whole array; rows are converted to
+        ``dtype`` per chunk. The chunks' rows must add up to ``len(ids)``.
+        """
+        path = Path(path)
+        ids = list(ids)
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate ids in embedding store")
+        if any("\n" in i or "\r" in i for i in ids):
+            raise ValueError("embedding store ids must not contain line breaks")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            np.save(tmp / "embeddings.npy", np.asarray(embeddings, dtype=dtype))
-            (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+            out = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.dtype(dtype),
+                                            shape=(len(ids), dim))
+            row = 0
+            for chunk in chunks:
+                chunk = np.asarray(chunk)
+                if len(chunk) == 0:
+                    continue
+                if chunk.ndim != 2 or chunk.shape[1] != dim:
+                    raise ValueError(f"chunk of shape {chunk.shape} does not fit a store of dim {dim}")
+                if row + len(chunk) > len(ids):
+                    raise ValueError(f"more embedding rows than the {len(ids)} ids")
+                out[row:row + len(chunk)] = chunk  # converts to the store dtype
+                row += len(chunk)
+            if row != len(ids):
+                raise ValueError(f"{len(ids)} ids for {row} embedding rows")
+            out.flush()
+            del out
+            (tmp / "ids.txt").write_text(("\n".join(ids) + "\n") if ids else "", encoding="utf-8")
             (tmp / "meta.json").write_text(json.dumps({**meta, "n": len(ids), "dtype": dtype}, indent=2, default=str))
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
@@ -67,17 +101,31 @@ class EmbeddingStore:
         return cls(path, ids, emb, json.loads((path / "meta.json").read_text()))
 
     def index(self) -> dict[str, int]:
-        return {i: r for r, i in enumerate(self.ids)}
+        """id -> row, built once per store (C-level ``dict(zip(...))``, about 0.1 s per million ids)."""
+        if self._index is None:
+            self._index = dict(zip(self.ids, range(len(self.ids))))
+        return self._index
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
-        """Row numbers of ``ids``; a clear error listing (some of) the missing ones."""
+        """Row numbers of ``ids``; a clear error listing (some of) the missing ones.
+
+        One dict lookup per id (``map(dict.get, ...)``), no other per-id Python work."""
         idx = self.index()
-        rows = np.fromiter((idx.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        rows = np.array(list(map(idx.get, ids, itertools.repeat(-1, len(ids)))), dtype=np.int64).reshape(-1)
         if (rows < 0).any():
-            missing = [i for i, r in zip(ids, rows) if r < 0]
-            raise KeyError(f"{len(missing)} id(s) not in store {self.path}: {missing[:5]}")
+            missing = [ids[r] for r in np.flatnonzero(rows < 0)[:5]]
+            raise KeyError(f"{int((rows < 0).sum())} id(s) not in store {self.path}: {missing}")
         return rows
 
     def select(self, ids: Sequence[str]) -> np.ndarray:
-        """float32 embeddings of ``ids`` in that order (one fancy-index read, no per-id loop)."""
-        return np.asarray(self.embeddings[self.rows(ids)], dtype=np.float32)
+        """float32 embeddings of ``ids`` in that order (one fancy-index read, no per-id loop).
+
+        Rows are read in ascending order (sequential on the memory map) and put back in the
+        requested order."""
+        rows = self.rows(ids)
+        if len(rows) == 0:
+            return np.zeros((0, self.embeddings.shape[1]), np.float32)
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), self.embeddings.shape[1]), np.float32)
+        out[order] = self.embeddings[rows[order]]
+        return out
