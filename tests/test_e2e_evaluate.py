@@ -50,7 +50,7 @@ def test_default_run_ge2e_with_wandb_offline(corpus: Path, tmp_path: Path) -> No
     assert all(f["speakers_shared"] == 0 for f in res["folds"])
     assert list((run / "wandb").glob("offline-run-*")), "W&B should log offline without an account"
     assert (run / "csv" / "metrics.csv").is_file()
-    assert "| er | emodb | ge2e | svm | loso |" in proc.stdout
+    assert "| er | emodb | ge2e | utterance | svm | loso |" in proc.stdout
     # a second run reuses the embedding store instead of extracting again
     run2 = tmp_path / "run2"
     run_script("evaluate.py", f"data.root={corpus}", f"hydra.run.dir={run2}", "logger=none", tmp=tmp_path)

@@ -48,12 +48,14 @@ same store (the test checks bit equality on CPU).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -78,6 +80,8 @@ SHARD_RE = re.compile(r"^rank(\d+)-(\d+)\.npz$")
 #: Shards per rank the automatic cap aims at, so that small manifests still spread over all ranks.
 MIN_SHARDS_PER_RANK = 4
 REASONS = ("short", "error")
+# The writer takes positions from the batches themselves; Lightning's batch-index bookkeeping is not needed.
+warnings.filterwarnings("ignore", message="Couldn.t infer the batch indices")
 
 
 class ExtractionIncomplete(RuntimeError):
@@ -121,8 +125,6 @@ def load_or_create_plan(work_dir: Path, n: int, shard_size: int, wkey: dict[str,
     """The plan of the first attempt (kept so its shards stay valid), else a new one."""
     path = work_dir / "plan.json"
     if path.is_file():
-        import json
-
         try:
             saved = json.loads(path.read_text())
         except ValueError:
@@ -155,20 +157,41 @@ def write_shard(shard_dir: Path, rank: int, k: int, plan: ShardPlan, key_hash: s
         raise ExtractionIncomplete(f"shard {k} records do not cover positions {start}..{stop - 1}")
     kept = [r for r in records if r["emb"] is not None]
     dropped = [r for r in records if r["emb"] is None]
+    return write_shard_arrays(
+        shard_dir, rank, k, plan, key_hash,
+        positions=np.array([r["pos"] for r in kept], np.int64),
+        ids=[manifest_ids[r["pos"]] for r in kept],
+        embeddings=(np.stack([r["emb"] for r in kept]) if kept else np.zeros((0, dim), np.float32)),
+        dropped_positions=np.array([r["pos"] for r in dropped], np.int64),
+        dropped_ids=[manifest_ids[r["pos"]] for r in dropped],
+        dropped_reasons=[r["reason"] for r in dropped],
+        dropped_paths=[r.get("path") or "" for r in dropped],
+        dropped_messages=[r.get("message") or "" for r in dropped],
+        windows=sum(r["windows"] for r in records), audio_seconds=sum(r["seconds"] for r in records))
+
+
+def write_shard_arrays(shard_dir: Path, rank: int, k: int, plan: ShardPlan, key_hash: str, *,
+                       positions: np.ndarray, ids: Sequence[str], embeddings: np.ndarray,
+                       dropped_positions: np.ndarray | None = None, dropped_ids: Sequence[str] = (),
+                       dropped_reasons: Sequence[str] = (), dropped_paths: Sequence[str] = (),
+                       dropped_messages: Sequence[str] = (), windows: int = 0, audio_seconds: float = 0.0) -> Path:
+    """Write ``shard_dir/rank{rank}-{k:05d}.npz`` (temporary name, fsync, rename): the shard's
+    own index (number, position range, key hash, embedded and dropped positions and ids, drop
+    reasons) plus its float32 rows."""
+    start, stop = plan.bounds(k)
+
+    def strings(x: Sequence[str]) -> np.ndarray:
+        return np.array(list(x), dtype=str).reshape(-1)
+
     arrays = {
         "shard": np.int64(k), "start": np.int64(start), "stop": np.int64(stop), "rank": np.int64(rank),
         "key_hash": np.array(key_hash),
-        "positions": np.array([r["pos"] for r in kept], np.int64),
-        "ids": np.array([manifest_ids[r["pos"]] for r in kept], dtype=str).reshape(-1),
-        "embeddings": (np.stack([r["emb"] for r in kept]).astype(np.float32, copy=False) if kept
-                       else np.zeros((0, dim), np.float32)),
-        "dropped_positions": np.array([r["pos"] for r in dropped], np.int64),
-        "dropped_ids": np.array([manifest_ids[r["pos"]] for r in dropped], dtype=str).reshape(-1),
-        "dropped_reasons": np.array([r["reason"] for r in dropped], dtype=str).reshape(-1),
-        "dropped_paths": np.array([r.get("path") or "" for r in dropped], dtype=str).reshape(-1),
-        "dropped_messages": np.array([r.get("message") or "" for r in dropped], dtype=str).reshape(-1),
-        "windows": np.int64(sum(r["windows"] for r in records)),
-        "audio_seconds": np.float64(sum(r["seconds"] for r in records)),
+        "positions": np.asarray(positions, np.int64).reshape(-1), "ids": strings(ids),
+        "embeddings": np.asarray(embeddings, np.float32),
+        "dropped_positions": np.asarray(dropped_positions if dropped_positions is not None else [], np.int64).reshape(-1),
+        "dropped_ids": strings(dropped_ids), "dropped_reasons": strings(dropped_reasons),
+        "dropped_paths": strings(dropped_paths), "dropped_messages": strings(dropped_messages),
+        "windows": np.int64(windows), "audio_seconds": np.float64(audio_seconds),
     }
     final = shard_dir / shard_name(rank, k)
     tmp = shard_dir / f".{final.name}.{os.getpid()}.tmp"

@@ -37,16 +37,18 @@ class EmbeddingStore:
             raise ValueError(f"{len(ids)} ids for {len(embeddings)} embedding rows")
         embeddings = np.asarray(embeddings)
         dim = embeddings.shape[1] if embeddings.ndim == 2 else 0
-        return cls.write_chunks(path, ids, [embeddings], dim, meta, dtype=dtype)
+        step = 1 << 16  # rows per conversion to ``dtype``: bounded extra memory
+        chunks = (embeddings[i:i + step] for i in range(0, len(embeddings), step))
+        return cls.write_chunks(path, ids, chunks, dim, meta, dtype=dtype)
 
     @classmethod
     def write_chunks(cls, path: str | Path, ids: Sequence[str], chunks: Iterable[np.ndarray], dim: int,
                      meta: dict[str, Any], dtype: str = "float32") -> "EmbeddingStore":
         """Write a store whose rows arrive in consecutive chunks (e.g. merged from shards).
 
-        ``embeddings.npy`` is created at its final size and filled chunk by chunk through a
-        memory map, so peak memory is one chunk, not the whole array; rows are converted to
-        ``dtype`` per chunk. The chunks' rows must add up to ``len(ids)``.
+        ``embeddings.npy`` (the same bytes ``np.save`` writes) is written sequentially, chunk by
+        chunk, each converted to ``dtype``: peak memory is one chunk, not the whole array. The
+        chunks' rows must add up to ``len(ids)``.
         """
         path = Path(path)
         ids = list(ids)
@@ -57,23 +59,23 @@ class EmbeddingStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            out = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.dtype(dtype),
-                                            shape=(len(ids), dim))
+            header = np.lib.format.header_data_from_array_1_0(np.empty((0, dim), dtype=np.dtype(dtype)))
+            header["shape"] = (len(ids), dim)
             row = 0
-            for chunk in chunks:
-                chunk = np.asarray(chunk)
-                if len(chunk) == 0:
-                    continue
-                if chunk.ndim != 2 or chunk.shape[1] != dim:
-                    raise ValueError(f"chunk of shape {chunk.shape} does not fit a store of dim {dim}")
-                if row + len(chunk) > len(ids):
-                    raise ValueError(f"more embedding rows than the {len(ids)} ids")
-                out[row:row + len(chunk)] = chunk  # converts to the store dtype
-                row += len(chunk)
+            with open(tmp / "embeddings.npy", "wb") as f:
+                np.lib.format.write_array_header_1_0(f, header)
+                for chunk in chunks:
+                    chunk = np.asarray(chunk)
+                    if len(chunk) == 0:
+                        continue
+                    if chunk.ndim != 2 or chunk.shape[1] != dim:
+                        raise ValueError(f"chunk of shape {chunk.shape} does not fit a store of dim {dim}")
+                    if row + len(chunk) > len(ids):
+                        raise ValueError(f"more embedding rows than the {len(ids)} ids")
+                    f.write(np.ascontiguousarray(chunk, dtype=dtype).data)
+                    row += len(chunk)
             if row != len(ids):
                 raise ValueError(f"{len(ids)} ids for {row} embedding rows")
-            out.flush()
-            del out
             (tmp / "ids.txt").write_text(("\n".join(ids) + "\n") if ids else "", encoding="utf-8")
             (tmp / "meta.json").write_text(json.dumps({**meta, "n": len(ids), "dtype": dtype}, indent=2, default=str))
             if path.exists():
