@@ -25,6 +25,9 @@ test-all: ## run every test, slow ones included
 benchmarks: ## run the benchmarks, writing benchmarks/results/*.json
 	$(PY) benchmarks/prepare_speed.py
 	$(PY) benchmarks/extract_speed.py
+	$(PY) benchmarks/extract_ddp_scaling.py
+	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/store_scale.py
 
 clean: ## remove caches and run outputs (never the shipped checkpoint)
 	rm -rf cache outputs multirun .pytest_cache

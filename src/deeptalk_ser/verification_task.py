@@ -40,6 +40,9 @@ def evaluate_verification(cfg: DictConfig) -> dict[str, Any]:
     store, extraction, encoder_name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json", utts=utts)
     dropped = set(extraction.get("dropped_short", [])) | {s["id"] for s in extraction.get("skipped_errors", [])}
     scored = [t for t in trials if t.enrol not in dropped and t.test not in dropped]
+    if len(scored) < len(trials):
+        # the trials this encoder could score: pass them as task.trials to compare another encoder
+        write_trials(out / "trials_scored.txt", scored)
     res = score_verification(store.embeddings, store.index(), scored, p_targets=tuple(cfg.task.p_targets))
     results = {"task": "verification", "data": cfg.data.name, "split": split, "encoder": encoder_name,
                "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
