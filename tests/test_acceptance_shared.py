@@ -41,3 +41,15 @@ def test_emodb_ge2e_loso_meets_the_acceptance_ua(tmp_path: Path) -> None:
     assert res["n_utterances"] == 339 and res["n_folds"] == 10 and res["n_speakers"] == 10
     assert res["ua"] >= 0.85
     assert all(f["speakers_shared"] == 0 for f in res["folds"])
+
+
+@requires_shared("speechocean762")
+def test_shipped_deeptalk_checkpoint_reproduces_its_model_card_eer(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_script("evaluate.py", "task=verification", "data=speechocean762", "encoder=deeptalk",
+               "encoder.windowing.window_s=null", f"paths.data_dir={shared('')}", "logger=none",
+               f"hydra.run.dir={run}", tmp=tmp_path, timeout=600)
+    res = read_json(run / "results.json")
+    assert res["n_speakers"] == 125 and res["n_trials"] == 19200
+    assert abs(res["eer"] - 0.2522) <= 0.005  # MODEL_CARD.md
+    assert res["eer"] < 0.45  # random init gives 0.495 on these trials

@@ -311,11 +311,14 @@ def test_registry_and_hydra_config() -> None:
 
     assert isinstance(build_encoder("deeptalk"), DeepTalkEncoder)
     conf = Path(__file__).resolve().parents[1] / "conf" / "encoder" / "deeptalk.yaml"
-    cfg = OmegaConf.create({"device": "cpu", "encoder": OmegaConf.load(conf)})
+    root = Path(__file__).resolve().parents[1]
+    cfg = OmegaConf.create({"device": "cpu", "paths": {"root_dir": str(root)}, "encoder": OmegaConf.load(conf)})
     windowing = cfg.encoder.pop("windowing")
     assert windowing.window_s == 1.0 and windowing.hop_s == 0.01 and windowing.renormalize is False
     enc = instantiate(cfg.encoder)
     assert isinstance(enc, DeepTalkEncoder) and enc.batch_size == 256
+    # the config's default is the checkpoint shipped in the package
+    assert Path(enc.checkpoint).name == "deeptalk_speechocean762_ge2e.pt" and Path(enc.checkpoint).is_file()
     assert enc.frontend.normalize_dbfs == -30 and enc.frontend.vad.dilation == 7
 
 
