@@ -10,7 +10,6 @@ from typing import Any, Callable
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -23,9 +22,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 CONF = PROJECT / "conf"
 DATA_OPTIONS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 PROTOCOL_OPTIONS = sorted(p.stem for p in (CONF / "protocol").glob("*.yaml"))
-#: Data options that choose their own protocol (``override /protocol``) and so only compose with
-#: evaluate (train.yaml has no protocol group). Anything else must compose with train too.
-EVALUATE_ONLY = {"deeptalkemotions_crema_d"}  # precomputed embeddings: nothing to train on
+#: Data options that choose their own evaluation protocol (``override /protocol``); the others
+#: keep evaluate's default. train.yaml composes the protocol group too, so every option composes
+#: with train.
+OWN_PROTOCOL = {"crema_d": "actor_kfold", "iemocap": "leave_one_session_out", "msp_podcast": "msp_official",
+                "ravdess": "ravdess_6fold", "deeptalkemotions_crema_d": "fixed"}
 
 
 def _emodb(root: Path, request: pytest.FixtureRequest) -> Path:
@@ -108,7 +109,10 @@ def test_data_option_composes_and_loads_a_fixture(name, hydra_conf, tmp_path, re
     utts = loader.scan()
     assert utts and all(u.id and u.speaker for u in utts)
     assert isinstance(instantiate(cfg.protocol, _convert_="all"), Protocol)
-    if name not in EVALUATE_ONLY:  # composes with train, so it cannot pick a protocol: evaluate's default stays
+    if name in OWN_PROTOCOL:
+        own = _protocol_file(OWN_PROTOCOL[name])
+        assert _choice(cfg, "protocol") == (own["_target_"], own.get("name"))
+    else:
         assert _choice(cfg, "protocol") == _choice(hydra_conf("evaluate", [], tmp_path), "protocol")
 
     # a protocol on the command line wins over the data option's own choice, if any
@@ -116,13 +120,9 @@ def test_data_option_composes_and_loads_a_fixture(name, hydra_conf, tmp_path, re
         chosen = hydra_conf("evaluate", [f"data={name}", f"protocol={other}"], tmp_path)
         assert _choice(chosen, "protocol") == (_protocol_file(other)["_target_"], _protocol_file(other).get("name"))
 
-    if name in EVALUATE_ONLY:
-        with pytest.raises(ConfigCompositionException, match="protocol"):
-            hydra_conf("train", [f"data={name}"], tmp_path)
-    else:
-        train = hydra_conf("train", [f"data={name}"], tmp_path)
-        assert train.data == cfg.data
-        assert type(instantiate(train.data.loader)) is type(loader)
+    train = hydra_conf("train", [f"data={name}"], tmp_path)
+    assert train.data == cfg.data
+    assert type(instantiate(train.data.loader)) is type(loader)
 
 
 @pytest.mark.parametrize("name", PROTOCOL_OPTIONS)

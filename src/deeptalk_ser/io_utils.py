@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import DataError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -61,3 +63,20 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """Short content hash of a JSON-able object (key order independent)."""
     blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) for each non-blank line of a UTF-8 text
+    file (a leading byte-order mark is dropped), so every parser can name the bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"{what} not found")
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(fh, 1):  # noqa: B007 - lineno is used in the except
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield lineno, line
+        except UnicodeDecodeError as exc:
+            raise DataError(path, f"not UTF-8 text ({exc.reason})", line=lineno + 1) from exc

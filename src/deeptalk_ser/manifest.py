@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import DataError
-from .io_utils import write_text_atomic
+from .io_utils import iter_lines, write_text_atomic
 
 CORE_KEYS = ("id", "path", "duration", "sample_rate", "speaker", "label", "split", "corpus")
 
@@ -69,17 +69,11 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> None:
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "manifest not found")
     utts = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                utts.append(Utterance.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:  # AttributeError: a non-object line
-                raise DataError(path, f"malformed manifest line ({exc})", line=lineno) from exc
+    for lineno, line in iter_lines(path, "manifest"):
+        try:
+            utts.append(Utterance.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:  # AttributeError: a non-object line
+            raise DataError(path, f"malformed manifest line ({exc})", line=lineno) from exc
     check_unique_ids(utts, path)
     return utts

@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from .errors import DataError
-from .io_utils import write_text_atomic
+from .io_utils import iter_lines, write_text_atomic
 from .manifest import Utterance, check_unique_ids
 
 
@@ -125,21 +125,16 @@ def _sample_nontarget_codes(
 
 def read_trials(path: str | Path) -> list[Trial]:
     """Read a VoxCeleb-format trial list (``<1|0> <enrol> <test>``; blank lines skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "trial list not found")
     trials = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3:
-                problem = f"expected '<1|0> <enrol> <test>', got {len(fields)} field(s)"
-                raise DataError(path, problem, line=lineno)
-            if fields[0] not in ("0", "1"):
-                raise DataError(path, f"label must be 1 or 0, got {fields[0]!r}", line=lineno)
-            trials.append(Trial(int(fields[0]), fields[1], fields[2]))
+    for lineno, line in iter_lines(path, "trial list"):
+        fields = line.split()
+        if len(fields) != 3:
+            raise DataError(path, f"expected '<1|0> <enrol> <test>', got {len(fields)} field(s)", line=lineno)
+        if fields[0] not in ("0", "1"):
+            raise DataError(path, f"label must be 1 or 0, got {fields[0]!r}", line=lineno)
+        trials.append(Trial(int(fields[0]), fields[1], fields[2]))
+    if not trials:
+        raise DataError(path, "trial list holds no trials")
     return trials
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from ..errors import DataError
+from ..io_utils import iter_lines  # noqa: F401  (re-exported for the loaders)
 
 T = TypeVar("T")
 
@@ -111,22 +112,6 @@ def check_choices(option: str, values: str | Sequence[str], allowed: Iterable[st
     if len(set(items)) != len(items):
         raise ValueError(f"{option} lists a value twice: {items}")
     return items
-
-
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline) for each non-blank line of a UTF-8 file
-    (a leading byte-order mark, as spreadsheet exports write, is dropped)."""
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(fh, 1):  # noqa: B007 - lineno is used in the except
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield lineno, line
-        except UnicodeDecodeError as exc:
-            raise DataError(path, f"not UTF-8 text ({exc.reason})", line=lineno + 1) from exc
 
 
 def subdirs(path: Path) -> list[str]:

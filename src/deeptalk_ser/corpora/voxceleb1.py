@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from ..errors import DataError
 from ..manifest import Utterance
+from ..verification import read_trials as read_trial_list  # noqa: F401  (the VoxCeleb trial format)
 from ._common import (ANGLOPHONE_NATIONALITIES, check_choices, file_fingerprint, iter_lines,
                               resolve_in_root, subdirs, walk_three_level)
 from .base import CorpusLoader, register_corpus
@@ -69,20 +70,6 @@ def read_iden_split(path: Path) -> dict[str, int]:
             raise DataError(path, f"path {parts[1]} listed twice", line=lineno)
         out[parts[1]] = int(parts[0])
     return out
-
-
-def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:
-    """Verification trials ``<1|0> <enrol path> <test path>`` as (target, enrol, test)."""
-    path = Path(path)
-    trials = []
-    for lineno, line in iter_lines(path):
-        parts = line.split()
-        if len(parts) != 3 or parts[0] not in ("0", "1"):
-            raise DataError(path, f"expected '<1|0> <enrol path> <test path>', got {line!r}", line=lineno)
-        trials.append((int(parts[0]), parts[1], parts[2]))
-    if not trials:
-        raise DataError(path, "trial list holds no trials")
-    return trials
 
 
 def trial_speakers(trials: Sequence[tuple[int, str, str]]) -> set[str]:

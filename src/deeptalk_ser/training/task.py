@@ -38,6 +38,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     data = prepare_data(cfg)
+    if not data.loader.has_audio:
+        raise ValueError(f"data={cfg.data.name} holds precomputed embeddings, not audio: nothing to train an encoder on")
     split = cfg.data.get("train_split", "train")
     utts = [u for u in data.utts if split is None or u.split == split]
     if not utts:
