@@ -59,6 +59,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         from .verification_task import evaluate_verification
 
         return evaluate_verification(cfg)
+    if cfg.task.name == "emotion_shift":
+        from .analysis_task import evaluate_emotion_shift
+
+        return evaluate_emotion_shift(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
