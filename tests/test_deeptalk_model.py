@@ -285,7 +285,8 @@ def test_encoder_loads_checkpoint_and_reports_it(tmp_path: Path) -> None:
     write_reference_checkpoint(path)
     enc = DeepTalkEncoder(checkpoint=str(path))
     cfg = enc.config()
-    assert cfg["checkpoint"]["path"] == str(path) and len(cfg["checkpoint"]["sha256"]) == 64
+    assert cfg["checkpoint"]["file"] == "model_GST.pt" and len(cfg["checkpoint"]["sha256"]) == 64
+    assert cfg["bf16"] is False
     assert cfg["frontend"]["sample_rate"] == 8000 and cfg["frontend"]["vad"]["enabled"]
     assert not enc.net.training
 

@@ -511,7 +511,7 @@ def extract_or_reuse_distributed(utts: Sequence[Utterance], encoder: SpeakerEnco
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     utts = list(utts)
-    key = store_key(utts, encoder, windowing, on_error)
+    key = store_key(utts, encoder, windowing, on_error, dtype)
     store_root = Path(store_root)
     path = store_root / f"{encoder.name}-{stable_hash(key)}"
     if (path / "meta.json").is_file():

@@ -9,6 +9,7 @@ DataLoader workers; the encoder runs in the main process. Utterances shorter tha
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,13 +126,22 @@ def extract_embeddings(utts: Sequence[Utterance], encoder: SpeakerEncoder, windo
     return ids, emb, summary
 
 
-def store_key(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowing: Windowing, on_error: str) -> dict[str, Any]:
+def _file_stat(path: str) -> list[int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [-1, -1]
+    return [st.st_size, st.st_mtime_ns]
+
+
+def store_key(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowing: Windowing, on_error: str,
+              dtype: str = "float32") -> dict[str, Any]:
     """Everything that determines a store's content; a store is reused only if this matches.
-    The manifest part is a hash of the utterances to embed (ids, paths, header facts), so a
-    subset of a manifest (e.g. one split) gets its own store."""
-    listing = [[u.id, u.path, u.duration, u.sample_rate] for u in utts]
+    The manifest part hashes the utterances to embed (ids, paths, header facts and file size /
+    mtime, so a re-encoded file is noticed), so a subset of a manifest gets its own store."""
+    listing = [[u.id, u.path, u.duration, u.sample_rate, _file_stat(u.path)] for u in utts]
     return {"manifest_hash": stable_hash(listing, 32), "n_utterances": len(utts), "encoder": encoder.config(),
-            "windowing": windowing.describe(), "on_error": on_error}
+            "windowing": windowing.describe(), "on_error": on_error, "dtype": dtype}
 
 
 def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder,
@@ -139,7 +149,7 @@ def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder,
                      num_workers: int = 0, dtype: str = "float32",
                      summary_path: str | Path | None = None) -> tuple[EmbeddingStore, dict[str, Any]]:
     """Open the matching store under ``store_root`` or extract and write it."""
-    key = store_key(utts, encoder, windowing, on_error)
+    key = store_key(utts, encoder, windowing, on_error, dtype)
     path = Path(store_root) / f"{encoder.name}-{stable_hash(key)}"
     if (path / "meta.json").is_file():
         store = EmbeddingStore.open(path)

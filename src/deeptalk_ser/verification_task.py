@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import DataError
 from .io_utils import write_json_atomic
 from .loggers import build_loggers, log_run
 from .pipeline import get_embeddings, prepare_data
@@ -27,14 +28,17 @@ def evaluate_verification(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg)
     split = cfg.task.get("split")
-    utts = [u for u in data.utts if split is None or u.split == split]
-    if not utts:
-        raise ValueError(f"no {cfg.data.name} utterances in split {split!r}")
-    if cfg.task.get("trials"):
+    if cfg.task.get("trials"):  # a trial list names its utterances, whatever their split
         trials = read_trials(cfg.task.trials)
         wanted = {t.enrol for t in trials} | {t.test for t in trials}
-        utts = [u for u in utts if u.id in wanted]
+        utts = [u for u in data.utts if u.id in wanted]
+        unknown = sorted(wanted - {u.id for u in utts})
+        if unknown:
+            raise DataError(cfg.task.trials, f"{len(unknown)} trial utterance(s) not in the {cfg.data.name} manifest, e.g. {unknown[:5]}")
     else:
+        utts = [u for u in data.utts if split is None or u.split == split]
+        if not utts:
+            raise ValueError(f"no {cfg.data.name} utterances in split {split!r}")
         trials = generate_trials(utts, cfg.task.nontarget_per_target, seed=cfg.task.seed)
     write_trials(out / "trials.txt", trials)
     store, extraction, encoder_name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json", utts=utts)

@@ -33,6 +33,8 @@ class Windowing:
         return 0 if n_samples < win else 1 + (n_samples - win) // hop
 
     def describe(self) -> dict:
+        if self.window_s is None:  # the encoder's own utterance embedding: hop/renormalize unused
+            return {"window_s": None}
         return {"window_s": self.window_s, "hop_s": self.hop_s, "renormalize": self.renormalize}
 
 

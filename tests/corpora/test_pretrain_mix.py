@@ -12,15 +12,17 @@ from deeptalk_ser.corpora.kaldi import KaldiCorpus
 from deeptalk_ser.corpora.librispeech import LibriSpeechCorpus
 from deeptalk_ser.corpora.pretrain_mix import PretrainMixCorpus, common_root
 from deeptalk_ser.corpora.voxceleb1 import VoxCeleb1Corpus
+from deeptalk_ser.corpora.voxceleb2 import VoxCeleb2Corpus
 from deeptalk_ser.prepare import prepare_manifest
 
-from .speaker_fixtures import build_kaldi, build_librispeech, build_voxceleb1, instantiate_data_config
+from .speaker_fixtures import build_kaldi, build_librispeech, build_voxceleb1, build_voxceleb2, instantiate_data_config
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     build_voxceleb1(tmp_path / "data" / "voxceleb1")
     build_librispeech(tmp_path / "data" / "LibriSpeech")
+    build_voxceleb2(tmp_path / "data" / "voxceleb2", seconds=0.2)
     build_kaldi(tmp_path / "data" / "speechocean762")
     return tmp_path / "data"
 
@@ -83,7 +85,8 @@ def test_prepare_mix(data_dir: Path, tmp_path: Path) -> None:
 def test_hydra_config(data_dir: Path) -> None:
     mix = instantiate_data_config("pretrain_mix", data_dir)
     assert isinstance(mix, PretrainMixCorpus)
-    assert [type(p) for p in mix.parts] == [VoxCeleb1Corpus, LibriSpeechCorpus]
-    # dev, anglophone, no Vox1-O speakers + LibriSpeech train-other-500
+    assert [type(p) for p in mix.parts] == [VoxCeleb1Corpus, VoxCeleb2Corpus, LibriSpeechCorpus]
+    # dev, anglophone, no Vox1-O speakers + VoxCeleb2 dev + LibriSpeech train-other-500
     assert Counter(u.speaker for u in mix.scan()) == {"voxceleb1:id10001": 3, "voxceleb1:id10002": 2,
+                                                      "voxceleb2:id00012": 2, "voxceleb2:id00015": 1,
                                                       "librispeech:14": 2}

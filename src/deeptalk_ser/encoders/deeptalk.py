@@ -439,7 +439,8 @@ class DeepTalkEncoder(SpeakerEncoder):
                         "carry no speaker information; use this only for tests.", seed)
         else:
             loaded = load_checkpoint(self.net, self.checkpoint)
-            self._checkpoint_id = {"path": self.checkpoint, "sha256": _sha256(self.checkpoint)}
+            # the content hash, not the path, identifies the weights (two checkouts share caches)
+            self._checkpoint_id = {"file": Path(self.checkpoint).name, "sha256": _sha256(self.checkpoint)}
             log.info("DeepTalk encoder: loaded %s from %s", loaded, self.checkpoint)
         self.net.to(self.torch_device).eval()
 
@@ -563,7 +564,7 @@ class DeepTalkEncoder(SpeakerEncoder):
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
-        cfg.update(checkpoint=self._checkpoint_id,
+        cfg.update(checkpoint=self._checkpoint_id, bf16=self.bf16,
                    framing={"frame": FRAME_LENGTH, "hop": FRAME_HOP, "window": "hamming",
                             "zscore_ddof": 1, "drop": "all-zero, non-finite"})
         return cfg

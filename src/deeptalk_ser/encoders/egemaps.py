@@ -1,7 +1,7 @@
 """openSMILE eGeMAPSv02 functionals (88-d): the classic hand-crafted, non-speaker baseline.
 
 Not L2-normalised and of very different scales per dimension, so an RBF SVM needs
-standardisation and ``gamma='scale'`` on them (see ``conf/experiment/emodb_egemaps.yaml``).
+standardisation and ``gamma='scale'`` on them (see ``conf/experiment/egemaps_baseline.yaml``).
 """
 
 from __future__ import annotations

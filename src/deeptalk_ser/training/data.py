@@ -119,6 +119,7 @@ class SpeakerDataModule(L.LightningDataModule):
         self.num_workers, self.on_error = num_workers, on_error
         self.sampler: SpeakerBatchSampler | None = None
         self._pending_state: dict[str, Any] | None = None
+        self._pending_draws = 0
 
     def setup(self, stage: str | None = None) -> None:
         if self.sampler is not None:
@@ -132,6 +133,7 @@ class SpeakerDataModule(L.LightningDataModule):
                                            num_batches=self.batches_per_epoch, seed=self.seed)
         if self._pending_state:
             self.sampler.load_state_dict(self._pending_state)
+            self.train_set.draws = self._pending_draws
         log.info("training on %d utterances of %d speakers; validating on %d utterances of %d held-out speakers",
                  len(self.bank.utts), len(speakers), len(self.val_utts), len({u.speaker for u in self.val_utts}))
 
@@ -146,9 +148,15 @@ class SpeakerDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, collate_fn=_identity)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sampler": self.sampler.state_dict()} if self.sampler is not None else {}
+        # the crop counter seeds crop positions: saved so a resumed run draws the same crops
+        # (exact with num_workers=0; worker processes keep their own counters)
+        if self.sampler is None:
+            return {}
+        return {"sampler": self.sampler.state_dict(), "crop_draws": self.train_set.draws}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_state = state.get("sampler")
+        self._pending_draws = int(state.get("crop_draws", 0))
         if self.sampler is not None and self._pending_state:
             self.sampler.load_state_dict(self._pending_state)
+            self.train_set.draws = self._pending_draws

@@ -26,10 +26,12 @@ from .module import SpeakerEncoderModule
 log = logging.getLogger(__name__)
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """``auto``: bf16 autocast when training runs on a GPU, fp32 otherwise."""
     if precision != "auto":
         return precision
-    return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -46,6 +48,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"no utterances in split {split!r} of {cfg.data.name}")
     frontend = AudioFrontend(**OmegaConf.to_container(cfg.encoder.frontend, resolve=True))
     t = cfg.training
+    if t.val_speakers < 2:
+        raise ValueError("training.val_speakers must be >= 2: val/eer (checkpoint selection) needs held-out speakers")
     dm = SpeakerDataModule(utts, frontend, t.speakers_per_batch, t.utterances_per_speaker, t.crop_frames,
                            t.batches_per_epoch, t.val_speakers, seed=cfg.seed, num_workers=t.num_workers,
                            on_error=cfg.data.get("on_error", "raise"))
@@ -54,7 +58,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                   seed=cfg.seed)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_kwargs["precision"] = resolve_precision(trainer_kwargs.get("precision", "auto"))
+    trainer_kwargs["precision"] = resolve_precision(trainer_kwargs.get("precision", "auto"),
+                                                    str(trainer_kwargs.get("accelerator", "auto")))
     if trainer_kwargs.get("sync_batchnorm") and (trainer_kwargs.get("accelerator") == "cpu" or not torch.cuda.is_available()):
         log.info("sync_batchnorm needs CUDA; off for this CPU run")  # GPU runs keep it
         trainer_kwargs["sync_batchnorm"] = False
