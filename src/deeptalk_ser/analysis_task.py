@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from .analysis import emotion_shift, plot_emotion_shift
 from .io_utils import write_json_atomic
 from .loggers import build_loggers, log_run
-from .pipeline import get_embeddings, prepare_data
+from .pipeline import embed_selected, prepare_data
 from .windowing import describe_windowing
 
 
@@ -20,10 +20,7 @@ def evaluate_emotion_shift(cfg: DictConfig) -> dict[str, Any]:
     data = prepare_data(cfg)
     emotions = list(cfg.task.emotions)
     candidates = [u for u in data.utts if u.label in emotions]
-    store, extraction, encoder_name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json",
-                                                     utts=candidates)
-    embedded = set(store.ids)
-    utts = [u for u in candidates if u.id in embedded]
+    store, extraction, encoder_name, utts = embed_selected(cfg, data, candidates, out / "extract_summary.json")
     res = emotion_shift(utts, store.select([u.id for u in utts]), emotions, cfg.task.text_key, cfg.task.baseline)
     results = {"task": "emotion_shift", "data": cfg.data.name, "encoder": encoder_name,
                "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),

@@ -68,7 +68,7 @@ from tqdm.auto import tqdm
 
 from .encoders.base import SpeakerEncoder
 from .errors import AudioError
-from .extraction import ExtractionSummary, FrontendDataset, _keep_numpy, embed_one, store_key
+from .extraction import ExtractionSummary, FrontendDataset, _keep_numpy, embed_one, open_matching_store, store_key
 from .io_utils import stable_hash, write_json_atomic
 from .manifest import Utterance
 from .store import EmbeddingStore
@@ -514,14 +514,11 @@ def extract_or_reuse_distributed(utts: Sequence[Utterance], encoder: SpeakerEnco
     key = store_key(utts, encoder, windowing, on_error, dtype)
     store_root = Path(store_root)
     path = store_root / f"{encoder.name}-{stable_hash(key)}"
-    if (path / "meta.json").is_file():
-        store = EmbeddingStore.open(path)
-        if store.meta.get("key") == key:
-            log.info("reusing embedding store %s", path)
-            summary = {**store.meta["summary"], "reused_store": str(path)}
-            if summary_path and _launched_as_rank_zero():
-                write_json_atomic(summary_path, summary)
-            return store, summary
+    found = open_matching_store(path, key)
+    if found:
+        if summary_path and _launched_as_rank_zero():
+            write_json_atomic(summary_path, found[1])
+        return found
 
     t0 = time.perf_counter()
     wkey = work_key(key)

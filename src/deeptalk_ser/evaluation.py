@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from .io_utils import write_json_atomic
 from .loggers import build_loggers, log_run
 from .metrics import classification_metrics
-from .pipeline import get_embeddings, prepare_data
+from .pipeline import embed_selected, prepare_data
 from .protocols import check_disjoint, group_values, write_split_file
 from .reporting import markdown_table, plot_confusion, summary_row, SUMMARY_COLUMNS
 from .tasks import EmotionTask
@@ -71,10 +71,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     candidates, _ = task.select(data.utts)  # only the task's utterances are embedded
     if len(candidates) == 0:
         raise ValueError(f"no {cfg.data.name} utterance has a label of task {task.name} ({sorted(task.label_map)})")
-    store, extraction, encoder_name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json",
-                                                     utts=candidates if data.loader.has_audio else None)
-    embedded = set(store.ids)
-    utts, fine = task.select([u for u in candidates if u.id in embedded])
+    store, extraction, encoder_name, embedded = embed_selected(cfg, data, candidates, out / "extract_summary.json")
+    utts, fine = task.select(embedded)
     X = store.select([u.id for u in utts])
     protocol = instantiate(cfg.protocol, _convert_="all")
     folds = protocol.folds(utts, fine)

@@ -144,6 +144,17 @@ def store_key(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowing: Win
             "windowing": windowing.describe(), "on_error": on_error, "dtype": dtype}
 
 
+def open_matching_store(path: Path, key: dict[str, Any]) -> tuple[EmbeddingStore, dict[str, Any]] | None:
+    """The store at ``path`` and its summary if it was made with exactly ``key``, else None."""
+    if not (path / "meta.json").is_file():
+        return None
+    store = EmbeddingStore.open(path)
+    if store.meta.get("key") != key:
+        return None
+    log.info("reusing embedding store %s", path)
+    return store, {**store.meta["summary"], "reused_store": str(path)}
+
+
 def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder,
                      windowing: Windowing, store_root: str | Path, on_error: str = "raise",
                      num_workers: int = 0, dtype: str = "float32",
@@ -151,14 +162,11 @@ def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder,
     """Open the matching store under ``store_root`` or extract and write it."""
     key = store_key(utts, encoder, windowing, on_error, dtype)
     path = Path(store_root) / f"{encoder.name}-{stable_hash(key)}"
-    if (path / "meta.json").is_file():
-        store = EmbeddingStore.open(path)
-        if store.meta.get("key") == key:
-            log.info("reusing embedding store %s", path)
-            summary = {**store.meta["summary"], "reused_store": str(path)}
-            if summary_path:
-                write_json_atomic(summary_path, summary)
-            return store, summary
+    found = open_matching_store(path, key)
+    if found:
+        if summary_path:
+            write_json_atomic(summary_path, found[1])
+        return found
     ids, emb, summary = extract_embeddings(utts, encoder, windowing, on_error, num_workers)
     summary_d = summary.to_dict()
     store = EmbeddingStore.write(path, ids, emb, {"key": key, "summary": summary_d}, dtype=dtype)

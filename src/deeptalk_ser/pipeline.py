@@ -58,11 +58,19 @@ def get_embeddings(cfg: DictConfig, data: PreparedData, summary_path: str | Path
     from .io_utils import write_json_atomic
 
     if not data.loader.has_audio:
-        # Precomputed features: the store is the arrays themselves, written once into the cache.
-        ids, X = data.loader.load_embeddings()  # type: ignore[attr-defined]
+        # Precomputed features: the store is the arrays themselves, written once into the cache
+        # (reused while the prepared manifest, which stamps the arrays' options, is unchanged).
+        from .extraction import open_matching_store
+
         path = Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name / "precomputed"
-        store = EmbeddingStore.write(path, ids, X, {"key": {"precomputed": data.loader.options()}})
-        summary = {"utterances_in": len(ids), "embedded": len(ids), "n_dropped_short": 0, "precomputed": True}
+        key = {"precomputed": data.loader.options(), "manifest": data.report.manifest.stat().st_mtime_ns}
+        found = open_matching_store(path, key)
+        if found:
+            store, summary = found
+        else:
+            ids, X = data.loader.load_embeddings()  # type: ignore[attr-defined]
+            summary = {"utterances_in": len(ids), "embedded": len(ids), "n_dropped_short": 0, "precomputed": True}
+            store = EmbeddingStore.write(path, ids, X, {"key": key, "summary": summary})
         if summary_path:
             write_json_atomic(summary_path, summary)
         return store, summary, str(cfg.data.get("embedding_name", "precomputed"))
@@ -84,6 +92,16 @@ def get_embeddings(cfg: DictConfig, data: PreparedData, summary_path: str | Path
                                       num_workers=cfg.extract.num_workers, dtype=cfg.extract.dtype,
                                       summary_path=summary_path)
     return store, summary, encoder.name
+
+
+def embed_selected(cfg: DictConfig, data: PreparedData, utts: list[Utterance], summary_path: str | Path
+                   ) -> tuple[EmbeddingStore, dict[str, Any], str, list[Utterance]]:
+    """Embed (or reuse) ``utts`` of the prepared data; also returns those that got an embedding
+    (the others were dropped as too short or skipped as unreadable, and are counted in the summary)."""
+    store, summary, name = get_embeddings(cfg, data, summary_path=summary_path,
+                                          utts=utts if data.loader.has_audio else None)
+    embedded = set(store.ids)
+    return store, summary, name, [u for u in utts if u.id in embedded]
 
 
 def run_extract(cfg: DictConfig) -> dict[str, Any]:

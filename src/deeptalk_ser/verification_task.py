@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import DataError
 from .io_utils import write_json_atomic
 from .loggers import build_loggers, log_run
-from .pipeline import get_embeddings, prepare_data
+from .pipeline import embed_selected, prepare_data
 from .reporting import SUMMARY_COLUMNS, markdown_table, summary_row
 from .windowing import describe_windowing
 from .verification import generate_trials, read_trials, score_verification, write_trials
@@ -41,9 +41,9 @@ def evaluate_verification(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"no {cfg.data.name} utterances in split {split!r}")
         trials = generate_trials(utts, cfg.task.nontarget_per_target, seed=cfg.task.seed)
     write_trials(out / "trials.txt", trials)
-    store, extraction, encoder_name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json", utts=utts)
-    dropped = set(extraction.get("dropped_short", [])) | {s["id"] for s in extraction.get("skipped_errors", [])}
-    scored = [t for t in trials if t.enrol not in dropped and t.test not in dropped]
+    store, extraction, encoder_name, kept = embed_selected(cfg, data, utts, out / "extract_summary.json")
+    kept_ids = {u.id for u in kept}  # short (dropped) or unreadable (skipped) utterances leave their trials out
+    scored = [t for t in trials if t.enrol in kept_ids and t.test in kept_ids]
     if len(scored) < len(trials):
         # the trials this encoder could score: pass them as task.trials to compare another encoder
         write_trials(out / "trials_scored.txt", scored)

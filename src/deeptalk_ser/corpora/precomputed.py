@@ -33,7 +33,14 @@ class EmbeddingArrayCorpus(CorpusLoader):
         self.label_codes = {int(k): v for k, v in (label_codes or DEEPTALK_AUTHORS_CODES).items()}
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "splits": self.splits, "label_codes": self.label_codes}
+        # the arrays' size/mtime too: changed arrays must re-prepare and re-store
+        stats = {}
+        for prefix in self.splits.values():
+            for part in ("x", "y"):
+                p = self.root / f"{prefix}_{part}.npy"
+                st = p.stat() if p.is_file() else None
+                stats[p.name] = [st.st_size, st.st_mtime_ns] if st else None
+        return {**super().options(), "splits": self.splits, "label_codes": self.label_codes, "files": stats}
 
     def _arrays(self, prefix: str) -> tuple[np.ndarray, np.ndarray, Path, Path]:
         xp, yp = self.require(f"{prefix}_x.npy"), self.require(f"{prefix}_y.npy")

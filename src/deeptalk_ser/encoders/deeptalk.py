@@ -395,12 +395,6 @@ def _mean_normalised(partials: np.ndarray) -> np.ndarray:
     return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @register_encoder("deeptalk")
 class DeepTalkEncoder(SpeakerEncoder):
     """DeepTalk embeddings of 8 kHz audio (256-d, L2-normalised per window).
@@ -426,7 +420,7 @@ class DeepTalkEncoder(SpeakerEncoder):
                              f"the frontend resamples to {self.frontend.sample_rate} Hz")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.torch_device = _resolve_device(device)
+        self.torch_device = torch.device(self.device)  # 'auto' already resolved by SpeakerEncoder
         self.batch_size = batch_size
         self.bf16 = bool(bf16) and self.torch_device.type == "cuda"
         if bf16 and not self.bf16:
