@@ -8,6 +8,7 @@ DataLoader workers; the encoder runs in the main process. Utterances shorter tha
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -149,7 +150,7 @@ def open_matching_store(path: Path, key: dict[str, Any]) -> tuple[EmbeddingStore
     if not (path / "meta.json").is_file():
         return None
     store = EmbeddingStore.open(path)
-    if store.meta.get("key") != key:
+    if store.meta.get("key") != json.loads(json.dumps(key, default=str)):  # as stored (JSON: str keys)
         return None
     log.info("reusing embedding store %s", path)
     return store, {**store.meta["summary"], "reused_store": str(path)}
