@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from .audio.frontend import AudioFrontend
 from .audio.io import load_audio
 from .encoders.base import SpeakerEncoder
 from .errors import AudioError
-from .io_utils import stable_hash, write_json_atomic
+from .io_utils import file_stat, stable_hash, write_json_atomic
 from .manifest import Utterance
 from .store import EmbeddingStore
 from .windowing import Windowing, average_windows
@@ -127,20 +126,12 @@ def extract_embeddings(utts: Sequence[Utterance], encoder: SpeakerEncoder, windo
     return ids, emb, summary
 
 
-def _file_stat(path: str) -> list[int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [-1, -1]
-    return [st.st_size, st.st_mtime_ns]
-
-
 def store_key(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowing: Windowing, on_error: str,
               dtype: str = "float32") -> dict[str, Any]:
     """Everything that determines a store's content; a store is reused only if this matches.
     The manifest part hashes the utterances to embed (ids, paths, header facts and file size /
     mtime, so a re-encoded file is noticed), so a subset of a manifest gets its own store."""
-    listing = [[u.id, u.path, u.duration, u.sample_rate, _file_stat(u.path)] for u in utts]
+    listing = [[u.id, u.path, u.duration, u.sample_rate, file_stat(u.path)] for u in utts]
     return {"manifest_hash": stable_hash(listing, 32), "n_utterances": len(utts), "encoder": encoder.config(),
             "windowing": windowing.describe(), "on_error": on_error, "dtype": dtype}
 

@@ -80,3 +80,13 @@ def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]
                     yield lineno, line
         except UnicodeDecodeError as exc:
             raise DataError(path, f"not UTF-8 text ({exc.reason})", line=lineno + 1) from exc
+
+
+def file_stat(path: str | Path) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file (None if it is missing): the cheap change detector used by
+    prepare stamps, header caches, store keys and loaders' label-file fingerprints."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]

@@ -18,7 +18,7 @@ from typing import Any
 from .corpora.base import CorpusLoader
 from .audio.io import read_header
 from .errors import AudioError, DataError
-from .io_utils import stable_hash, write_json_atomic, write_text_atomic
+from .io_utils import file_stat, stable_hash, write_json_atomic, write_text_atomic
 from .manifest import Utterance, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,6 @@ class PrepareReport:
     reused: bool
     headers_read: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
-
-
-def _stat_key(path: str) -> list[int]:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return [-1, -1]
-    return [st.st_size, st.st_mtime_ns]
 
 
 def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = "raise",
@@ -57,7 +49,7 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
         # on a million files); symlinks inside the corpus are kept as links in manifest paths.
         root = str(loader.root.resolve())
         abs_paths = [os.path.normpath(os.path.join(root, u.path)) for u in utts]
-        stats = [_stat_key(p) for p in abs_paths]
+        stats = [file_stat(p) for p in abs_paths]
     else:
         abs_paths, stats = [], [[0, 0]] * len(utts)
     stamp = stable_hash({"options": loader.options(), "on_error": on_error,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from ..errors import DataError
-from ..io_utils import iter_lines  # noqa: F401  (re-exported for the loaders)
+from ..io_utils import file_stat, iter_lines  # noqa: F401  (re-exported for the loaders)
 
 T = TypeVar("T")
 
@@ -147,15 +147,10 @@ def walk_three_level(base: Path, suffix: str,
                 yield spk, session, name
 
 
-def file_fingerprint(path: Path) -> list[int] | None:
-    """``[size, mtime_ns]`` of a label file, for ``options()``: the prepare stamp covers the audio
-    listing but not extras (gender, split, text) that come from label files, so a loader adds
-    their fingerprints to its options to invalidate the stamp when they change."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
+#: ``[size, mtime_ns]`` of a label file, for ``options()``: the prepare stamp covers the audio
+#: listing but not extras (gender, split, text) that come from label files, so a loader adds
+#: their fingerprints to its options to invalidate the stamp when they change.
+file_fingerprint = file_stat
 
 
 def resolve_in_root(root: Path, name: str | Path) -> Path:

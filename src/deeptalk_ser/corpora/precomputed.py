@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import DataError
+from ..io_utils import file_stat
 from ..manifest import Utterance
 from .base import CorpusLoader, register_corpus
 
@@ -34,12 +35,8 @@ class EmbeddingArrayCorpus(CorpusLoader):
 
     def options(self) -> dict[str, Any]:
         # the arrays' size/mtime too: changed arrays must re-prepare and re-store
-        stats = {}
-        for prefix in self.splits.values():
-            for part in ("x", "y"):
-                p = self.root / f"{prefix}_{part}.npy"
-                st = p.stat() if p.is_file() else None
-                stats[p.name] = [st.st_size, st.st_mtime_ns] if st else None
+        stats = {f"{prefix}_{part}.npy": file_stat(self.root / f"{prefix}_{part}.npy")
+                 for prefix in self.splits.values() for part in ("x", "y")}
         return {**super().options(), "splits": self.splits, "label_codes": self.label_codes, "files": stats}
 
     def _arrays(self, prefix: str) -> tuple[np.ndarray, np.ndarray, Path, Path]:
