@@ -14,7 +14,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    from deeptalk_ser.evaluation import evaluate
+    from deeptalk_ser.runs.emotion import evaluate
 
     results = evaluate(cfg)
     return float(results.get("ua", results.get("eer", float("nan"))))

@@ -13,7 +13,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
-    from deeptalk_ser.pipeline import run_extract
+    from deeptalk_ser.runs.common import run_extract
 
     run_extract(cfg)
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from deeptalk_ser.training.task import train
+    from deeptalk_ser.runs.train import train
 
     summary = train(cfg)
     return summary.get("best_val_eer")

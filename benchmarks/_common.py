@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from deeptalk_ser.io_utils import write_json_atomic
+from deeptalk_ser.utils.io import write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(os.environ.get("DEEPTALK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))

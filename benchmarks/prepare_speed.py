@@ -1,6 +1,6 @@
 """Prepare-stage speed on a synthetic VoxCeleb1-layout tree (speaker corpora are 10^5-10^6 files).
 
-Measures, with :func:`deeptalk_ser.prepare.prepare_manifest` and the ``voxceleb1`` loader:
+Measures, with :func:`deeptalk_ser.data.prepare.prepare_manifest` and the ``voxceleb1`` loader:
 
 * cold: no manifest, no header cache (every header is read);
 * incremental: after adding ``--new`` files (only those headers should be read);
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from deeptalk_ser.corpora.voxceleb1 import VoxCeleb1Corpus
-from deeptalk_ser.prepare import prepare_manifest
+from deeptalk_ser.data.corpora.voxceleb1 import VoxCeleb1Corpus
+from deeptalk_ser.data.prepare import prepare_manifest
 
 UTTS_PER_VIDEO = 10
 VIDEOS_PER_SPEAKER = 10

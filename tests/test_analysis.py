@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeptalk_ser.analysis import emotion_shift
-from deeptalk_ser.manifest import Utterance
+from deeptalk_ser.evaluation.emotion_shift import emotion_shift
+from deeptalk_ser.data.manifest import Utterance
 
 
 def _u(i: str, spk: str, emo: str, text: str) -> Utterance:

@@ -7,9 +7,9 @@ import pytest
 import scipy.signal as ss
 import soundfile as sf
 
-from deeptalk_ser.audio import AudioFrontend, VADConfig, load_audio
-from deeptalk_ser.audio.frontend import normalize_level, resample, voiced_mask
-from deeptalk_ser.errors import AudioError
+from deeptalk_ser.data.audio import AudioFrontend, VADConfig, load_audio
+from deeptalk_ser.data.audio.frontend import normalize_level, resample, voiced_mask
+from deeptalk_ser.utils.errors import AudioError
 
 
 # --------------------------------------------------------------------------- io
@@ -216,7 +216,7 @@ def test_audio_error_survives_pickling():
     """DataLoader workers send AudioErrors to the main process by pickling them."""
     import pickle
 
-    from deeptalk_ser.errors import DataError
+    from deeptalk_ser.utils.errors import DataError
 
     err = pickle.loads(pickle.dumps(AudioError("/data/x.wav", "unreadable audio", line=7)))
     assert type(err) is AudioError

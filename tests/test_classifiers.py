@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from deeptalk_ser.classifiers import SadFirstClassifier, SVMClassifier, select_backend
-from deeptalk_ser.classifiers.hierarchical import REST
-from deeptalk_ser.classifiers.svm import undersample
+from deeptalk_ser.evaluation.classifiers import SadFirstClassifier, SVMClassifier, select_backend
+from deeptalk_ser.evaluation.classifiers.hierarchical import REST
+from deeptalk_ser.evaluation.classifiers.svm import undersample
 
 FOUR = ["angry", "sad", "happy", "neutral"]
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from corpora.emotion_fixtures import (build_crema_d, build_embedding_arrays, build_iemocap, build_msp_podcast,
                                       build_ravdess)
 from corpora.speaker_fixtures import build_kaldi, build_librispeech, build_voxceleb1, build_voxceleb2
-from deeptalk_ser.protocols import Protocol
+from deeptalk_ser.evaluation.protocols import Protocol
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONF = PROJECT / "conf"

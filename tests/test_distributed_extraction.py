@@ -1,4 +1,4 @@
-"""Distributed, resumable extraction (``deeptalk_ser.distributed_extraction``).
+"""Distributed, resumable extraction (``deeptalk_ser.embedding.distributed``).
 
 In-process tests use a tiny deterministic encoder and a one-process Lightning Trainer; the
 end-to-end tests run ``extract.py`` in subprocesses on a generated EmoDB-layout corpus: one
@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deeptalk_ser.distributed_extraction import (ExtractionIncomplete, ShardPlan, ShardWriter, choose_shard_size,
+from deeptalk_ser.embedding.distributed import (ExtractionIncomplete, ShardPlan, ShardWriter, choose_shard_size,
                                                  extract_or_reuse_distributed, merge_shards, scan_shards,
                                                  shard_name, work_key)
-from deeptalk_ser.encoders.base import SpeakerEncoder
-from deeptalk_ser.errors import AudioError
-from deeptalk_ser.extraction import extract_embeddings, store_key
-from deeptalk_ser.io_utils import stable_hash
-from deeptalk_ser.manifest import Utterance
-from deeptalk_ser.store import EmbeddingStore
-from deeptalk_ser.windowing import Windowing
+from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
+from deeptalk_ser.utils.errors import AudioError
+from deeptalk_ser.embedding.extraction import extract_embeddings, store_key
+from deeptalk_ser.utils.io import stable_hash
+from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.embedding.store import EmbeddingStore
+from deeptalk_ser.embedding.windowing import Windowing
 
 SR = 8000
 WIN = Windowing(window_s=0.5, hop_s=0.25)

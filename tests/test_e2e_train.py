@@ -37,7 +37,7 @@ def test_train_writes_checkpoints_that_the_encoder_loads(corpus: Path, tmp_path:
     assert 0.0 <= summary["best_val_eer"] <= 1.0
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file()
-    from deeptalk_ser.encoders.deeptalk import DeepTalkEncoder
+    from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkEncoder
 
     enc = DeepTalkEncoder(checkpoint=str(last))
     sd = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]

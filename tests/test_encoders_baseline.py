@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deeptalk_ser.encoders import build_encoder
+from deeptalk_ser.embedding.encoders.egemaps import EGeMAPSEncoder
+from deeptalk_ser.embedding.encoders.ge2e import GE2EEncoder
 
 FRONTEND = dict(sample_rate=16000, normalize_dbfs=-30, vad=dict(enabled=True))
 
@@ -18,7 +19,7 @@ FRONTEND = dict(sample_rate=16000, normalize_dbfs=-30, vad=dict(enabled=True))
 def ge2e():
     pytest.importorskip("librosa")
     try:
-        return build_encoder("ge2e", frontend=FRONTEND)
+        return GE2EEncoder(frontend=FRONTEND)
     except FileNotFoundError as exc:  # resemblyzer wheel (weights) not installed
         pytest.skip(str(exc))
 
@@ -80,13 +81,13 @@ def test_speaker_lstm_partial_slices_match_resemblyzer(ge2e, n_samples):
 
 def test_speaker_lstm_refuses_other_rates():
     with pytest.raises(ValueError, match="16 kHz"):
-        build_encoder("ge2e", frontend=dict(sample_rate=8000))
+        GE2EEncoder(frontend=dict(sample_rate=8000))
 
 
 @pytest.fixture(scope="module")
 def egemaps():
     pytest.importorskip("opensmile")
-    return build_encoder("egemaps", frontend=dict(sample_rate=16000))
+    return EGeMAPSEncoder(frontend=dict(sample_rate=16000))
 
 
 def test_egemaps_88d_finite_for_noise(egemaps):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deeptalk_ser.encoders.base import SpeakerEncoder
-from deeptalk_ser.errors import AudioError
-from deeptalk_ser.extraction import embed_one, extract_embeddings, extract_or_reuse
-from deeptalk_ser.manifest import Utterance
-from deeptalk_ser.windowing import Windowing
+from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
+from deeptalk_ser.utils.errors import AudioError
+from deeptalk_ser.embedding.extraction import embed_one, extract_embeddings, extract_or_reuse
+from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.embedding.windowing import Windowing
 
 SR = 8000
 #: 0.5 s windows with a 0.25 s hop: 4000 / 2000 samples at 8 kHz.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from deeptalk_ser.audio.framing import (FrameCounts, frame_mask, frame_signal, frame_windows, n_frames,
+from deeptalk_ser.data.audio.framing import (FrameCounts, frame_mask, frame_signal, frame_windows, n_frames,
                                         random_crop, windowed_frames)
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeptalk_ser.corpora import get_corpus
-from deeptalk_ser.corpora.emodb import EmoDBCorpus
-from deeptalk_ser.corpora.kaldi import KaldiCorpus, read_kaldi_map
-from deeptalk_ser.corpora.precomputed import EmbeddingArrayCorpus
-from deeptalk_ser.errors import DataError
-from deeptalk_ser.prepare import load_prepared
+from deeptalk_ser.data.corpora.emodb import EmoDBCorpus
+from deeptalk_ser.data.corpora.kaldi import KaldiCorpus, read_kaldi_map
+from deeptalk_ser.data.corpora.precomputed import EmbeddingArrayCorpus
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.data.prepare import load_prepared
 
 # ------------------------------------------------------------------------ EmoDB
 
@@ -45,7 +44,7 @@ def test_emodb_labels_speakers_genders_at_22050(emodb_22k, tmp_path):
 
 
 def test_emodb_tree_fixture_counts(emodb_tree):
-    utts = get_corpus("emodb", root=emodb_tree).scan()
+    utts = EmoDBCorpus(root=emodb_tree).scan()
     assert len(utts) == 30
     assert Counter(u.speaker for u in utts) == {"03": 10, "08": 10, "09": 10}
     assert Counter(u.label for u in utts) == {"angry": 6, "sad": 6, "happy": 6, "neutral": 6, "boredom": 6}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeptalk_ser.losses import GE2ELoss, TripletLoss, pairwise_distances
+from deeptalk_ser.training.losses import GE2ELoss, TripletLoss, pairwise_distances
 
 # 2 speakers x 2 utterances on the unit circle (angles in degrees)
 ANGLES = np.deg2rad([0.0, 40.0, 70.0, 180.0])
@@ -156,7 +156,7 @@ def test_ge2e_random_and_gradient_scaling() -> None:
 
 
 def test_ge2e_shares_model_parameters_and_clamps_weight() -> None:
-    from deeptalk_ser.encoders.deeptalk import DeepTalkNet
+    from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkNet
 
     net = DeepTalkNet()
     loss_fn = GE2ELoss(weight=net.similarity_weight, bias=net.similarity_bias)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from deeptalk_ser.errors import DataError
-from deeptalk_ser.manifest import Utterance, read_manifest, write_manifest
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.data.manifest import Utterance, read_manifest, write_manifest
 
 
 def _utts() -> list[Utterance]:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from deeptalk_ser.metrics import classification_metrics
+from deeptalk_ser.evaluation.metrics import classification_metrics
 
 # true:  a a a a b b b c c c
 # pred:  a a b b b b b a c c

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora.base import CorpusLoader
-from deeptalk_ser.corpora.emodb import EmoDBCorpus
-from deeptalk_ser.errors import AudioError, DataError
-from deeptalk_ser.manifest import Utterance, read_manifest
-from deeptalk_ser.prepare import load_prepared, prepare_manifest, read_header
+from deeptalk_ser.data.corpora.base import CorpusLoader
+from deeptalk_ser.data.corpora.emodb import EmoDBCorpus
+from deeptalk_ser.utils.errors import AudioError, DataError
+from deeptalk_ser.data.manifest import Utterance, read_manifest
+from deeptalk_ser.data.prepare import load_prepared, prepare_manifest, read_header
 
 
 class FolderLoader(CorpusLoader):

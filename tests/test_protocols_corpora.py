@@ -15,13 +15,13 @@ from omegaconf import OmegaConf
 
 from corpora.emotion_fixtures import (CREMA_ACTORS, CREMA_FEMALE, MSP_EXTRA_ROWS, RAVDESS_ACTORS, build_crema_d,
                                       build_iemocap, build_msp_podcast, build_ravdess)
-from deeptalk_ser.corpora.crema_d import CremaDCorpus
-from deeptalk_ser.corpora.emodb import EmoDBCorpus
-from deeptalk_ser.corpora.iemocap import IemocapCorpus
-from deeptalk_ser.corpora.msp_podcast import MspPodcastCorpus
-from deeptalk_ser.corpora.ravdess import RavdessCorpus
-from deeptalk_ser.manifest import Utterance
-from deeptalk_ser.protocols import (FixedSplit, LeaveOneGroupOut, SpeakerLeakError, check_disjoint,
+from deeptalk_ser.data.corpora.crema_d import CremaDCorpus
+from deeptalk_ser.data.corpora.emodb import EmoDBCorpus
+from deeptalk_ser.data.corpora.iemocap import IemocapCorpus
+from deeptalk_ser.data.corpora.msp_podcast import MspPodcastCorpus
+from deeptalk_ser.data.corpora.ravdess import RavdessCorpus
+from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.evaluation.protocols import (FixedSplit, LeaveOneGroupOut, SpeakerLeakError, check_disjoint,
                                     group_values, read_split_file, write_split_file)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

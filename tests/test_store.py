@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from deeptalk_ser.errors import DataError
-from deeptalk_ser.store import EmbeddingStore
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.embedding.store import EmbeddingStore
 
 IDS = ["a", "b", "c", "d"]
 EMB = np.array([[0.0, 1.0, 2.0], [10.0, 11.0, 12.0], [20.0, 21.0, 22.0], [30.5, 31.25, -32.0]], dtype=np.float32)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeptalk_ser.manifest import Utterance
-from deeptalk_ser.protocols import (FixedSplit, Fold, GroupKFold, LeaveOneGroupOut, SpeakerLeakError,
+from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.evaluation.protocols import (FixedSplit, Fold, GroupKFold, LeaveOneGroupOut, SpeakerLeakError,
                                     check_disjoint, group_values)
-from deeptalk_ser.tasks import make_task
+from deeptalk_ser.evaluation.labels import make_task
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 

@@ -8,8 +8,8 @@ import numpy as np
 import soundfile as sf
 
 from conftest import speech_like
-from deeptalk_ser.encoders.deeptalk import deeptalk_frontend
-from deeptalk_ser.manifest import Utterance
+from deeptalk_ser.embedding.encoders.deeptalk import deeptalk_frontend
+from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.training.data import CropDataset, FrameBank, split_speakers
 
 

@@ -6,18 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deeptalk_ser.errors import DataError
-from deeptalk_ser.manifest import Utterance
-from deeptalk_ser.verification import (
-    Trial,
-    compute_eer,
-    compute_min_dcf,
-    cosine_scores,
-    generate_trials,
-    read_trials,
-    score_verification,
-    write_trials,
-)
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.data.trials import Trial, generate_trials, read_trials, write_trials
+from deeptalk_ser.evaluation.verification import compute_eer, compute_min_dcf, cosine_scores, score_verification
 
 
 def _sl(tar: list[float], non: list[float]) -> tuple[np.ndarray, np.ndarray]:

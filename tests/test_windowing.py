@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deeptalk_ser.windowing import Windowing, average_windows
+from deeptalk_ser.embedding.windowing import Windowing, average_windows
 
 PAPER = Windowing(window_s=1.0, hop_s=0.01)
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora import get_corpus
-from deeptalk_ser.corpora.crema_d import CremaDCorpus
-from deeptalk_ser.errors import DataError
-from deeptalk_ser.manifest import read_manifest
-from deeptalk_ser.prepare import prepare_manifest
+from deeptalk_ser.data.corpora.crema_d import CremaDCorpus
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.data.manifest import read_manifest
+from deeptalk_ser.data.prepare import prepare_manifest
 
 CLIPS = {  # file stem -> seconds of generated audio
     "1001_DFA_ANG_XX": 0.20,
@@ -68,7 +67,7 @@ def test_acted_labels_speakers_and_extras(crema_root: Path) -> None:
 
 
 def test_perceived_reads_voice_only_votes_and_ties(crema_root: Path) -> None:
-    loader = get_corpus("crema_d", root=crema_root, labels="perceived")
+    loader = CremaDCorpus(root=crema_root, labels="perceived")
     utts = {u.id: u for u in loader.scan()}
     assert {u: x.label for u, x in utts.items()} == {
         "1001_DFA_ANG_XX": "angry", "1001_IEO_HAP_HI": "neutral", "1002_TIE_NEU_XX": "neutral",

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora import get_corpus
-from deeptalk_ser.corpora.iemocap import IemocapCorpus
-from deeptalk_ser.errors import DataError
+from deeptalk_ser.data.corpora.iemocap import IemocapCorpus
+from deeptalk_ser.utils.errors import DataError
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
 EVALUATIONS = {
@@ -93,7 +92,7 @@ def test_speakers_labels_and_extras(iemocap_root: Path) -> None:
 
 def test_all_sessions_required_by_default(iemocap_root: Path) -> None:
     with pytest.raises(DataError, match=r"Session3/dialog/EmoEvaluation: expected by the iemocap layout"):
-        get_corpus("iemocap", root=iemocap_root).scan()
+        IemocapCorpus(root=iemocap_root).scan()
 
 
 def test_dimension_order_follows_file_header(iemocap_root: Path, write_file) -> None:

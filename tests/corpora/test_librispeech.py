@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora import get_corpus
-from deeptalk_ser.corpora.librispeech import LibriSpeechCorpus, read_speakers_txt
-from deeptalk_ser.errors import DataError
-from deeptalk_ser.prepare import prepare_manifest
+from deeptalk_ser.data.corpora.librispeech import LibriSpeechCorpus, read_speakers_txt
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.data.prepare import prepare_manifest
 
 from .speaker_fixtures import build_librispeech, instantiate_data_config, write_audio, write_text
 
@@ -21,7 +20,7 @@ def libri(tmp_path: Path) -> Path:
 
 
 def test_default_subset(libri: Path) -> None:
-    utts = get_corpus("librispeech", root=libri).scan()
+    utts = LibriSpeechCorpus(root=libri).scan()
     assert [(u.id, u.speaker, u.split) for u in utts] == [
         ("14-208-0000", "14", "train-other-500"), ("14-208-0001", "14", "train-other-500")]
     assert utts[0].path == "train-other-500/14/208/14-208-0000.flac"

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora import get_corpus
-from deeptalk_ser.corpora.msp_podcast import MspPodcastCorpus
-from deeptalk_ser.errors import DataError
-from deeptalk_ser.manifest import read_manifest
-from deeptalk_ser.prepare import prepare_manifest
+from deeptalk_ser.data.corpora.msp_podcast import MspPodcastCorpus
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.data.manifest import read_manifest
+from deeptalk_ser.data.prepare import prepare_manifest
 
 LABELS = """FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set
 MSP-PODCAST_0001_0008.wav,N,2.2,4.0,2.6,30,Male,Test1
@@ -65,7 +64,7 @@ def test_labels_speakers_splits(msp_root: Path) -> None:
 
 
 def test_release_18_layout_and_misspelt_labels(msp18_root: Path) -> None:
-    loader = get_corpus("msp_podcast", root=msp18_root)
+    loader = MspPodcastCorpus(root=msp18_root)
     utts = loader.scan()
     assert len(utts) == len(EXPECTED)
     assert loader.options()["labels_file"] == "Labels/labels_concensus.csv"

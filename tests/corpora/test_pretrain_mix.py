@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora import get_corpus
-from deeptalk_ser.corpora.kaldi import KaldiCorpus
-from deeptalk_ser.corpora.librispeech import LibriSpeechCorpus
-from deeptalk_ser.corpora.pretrain_mix import PretrainMixCorpus, common_root
-from deeptalk_ser.corpora.voxceleb1 import VoxCeleb1Corpus
-from deeptalk_ser.corpora.voxceleb2 import VoxCeleb2Corpus
-from deeptalk_ser.prepare import prepare_manifest
+from deeptalk_ser.data.corpora.kaldi import KaldiCorpus
+from deeptalk_ser.data.corpora.librispeech import LibriSpeechCorpus
+from deeptalk_ser.data.corpora.pretrain_mix import PretrainMixCorpus, common_root
+from deeptalk_ser.data.corpora.voxceleb1 import VoxCeleb1Corpus
+from deeptalk_ser.data.corpora.voxceleb2 import VoxCeleb2Corpus
+from deeptalk_ser.data.prepare import prepare_manifest
 
 from .speaker_fixtures import build_kaldi, build_librispeech, build_voxceleb1, build_voxceleb2, instantiate_data_config
 
@@ -43,9 +42,9 @@ def test_ids_prefixed_and_speakers_distinct(data_dir: Path) -> None:
 
 
 def test_dict_parts_prefix_and_options(data_dir: Path) -> None:
-    mix = get_corpus("pretrain_mix", parts=[
-        {"name": "voxceleb1", "root": str(data_dir / "voxceleb1"), "sets": ["test"]},
-        {"name": "kaldi", "root": str(data_dir / "speechocean762"), "subsets": ["test"], "prefix": "so762"},
+    mix = PretrainMixCorpus(parts=[
+        {"_target_": "deeptalk_ser.data.corpora.voxceleb1.VoxCeleb1Corpus", "root": str(data_dir / "voxceleb1"), "sets": ["test"]},
+        {"_target_": "deeptalk_ser.data.corpora.kaldi.KaldiCorpus", "root": str(data_dir / "speechocean762"), "subsets": ["test"], "prefix": "so762"},
     ])
     utts = mix.scan()
     assert Counter(u.speaker for u in utts) == {"voxceleb1:id10270": 2, "voxceleb1:id10271": 1,
@@ -60,12 +59,12 @@ def test_refuses_ambiguous_parts(data_dir: Path) -> None:
     root = data_dir / "speechocean762"
     with pytest.raises(ValueError, match="prefix"):
         PretrainMixCorpus([KaldiCorpus(root, subsets=["train"]), KaldiCorpus(root, subsets=["test"])])
-    two = PretrainMixCorpus([{"name": "kaldi", "root": str(root), "subsets": ["train"], "prefix": "a"},
-                             {"name": "kaldi", "root": str(root), "subsets": ["test"], "prefix": "b"}])
+    two = PretrainMixCorpus([{"_target_": "deeptalk_ser.data.corpora.kaldi.KaldiCorpus", "root": str(root), "subsets": ["train"], "prefix": "a"},
+                             {"_target_": "deeptalk_ser.data.corpora.kaldi.KaldiCorpus", "root": str(root), "subsets": ["test"], "prefix": "b"}])
     assert len({u.speaker for u in two.scan()}) == 3
     with pytest.raises(ValueError, match="non-empty"):
         PretrainMixCorpus([])
-    with pytest.raises(ValueError, match="'name' or '_target_'"):
+    with pytest.raises(ValueError, match="needs '_target_'"):
         PretrainMixCorpus([{"root": str(root)}])
 
 

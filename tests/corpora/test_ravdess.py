@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora import get_corpus
-from deeptalk_ser.corpora.ravdess import RavdessCorpus
-from deeptalk_ser.errors import DataError
+from deeptalk_ser.data.corpora.ravdess import RavdessCorpus
+from deeptalk_ser.utils.errors import DataError
 
 FILES = {  # relative path -> (speaker, label, vocal channel, intensity, gender)
     "Actor_01/03-01-01-01-01-01-01.wav": ("01", "neutral", "speech", "normal", "m"),
@@ -37,7 +36,7 @@ def _table(utts) -> dict:
 
 
 def test_default_is_audio_only_speech(ravdess_root: Path) -> None:
-    utts = get_corpus("ravdess", root=ravdess_root).scan()
+    utts = RavdessCorpus(root=ravdess_root).scan()
     assert _table(utts) == {k: v for k, v in FILES.items() if v[2] == "speech"}
     angry = next(u for u in utts if u.id == "03-01-05-02-01-02-01")
     assert angry.split is None

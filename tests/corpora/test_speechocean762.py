@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora.kaldi import KaldiCorpus
-from deeptalk_ser.prepare import prepare_manifest
+from deeptalk_ser.data.corpora.kaldi import KaldiCorpus
+from deeptalk_ser.data.prepare import prepare_manifest
 
 from .speaker_fixtures import SHARED_DATA, build_kaldi, instantiate_data_config
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.corpora import get_corpus
-from deeptalk_ser.corpora.voxceleb1 import VoxCeleb1Corpus, read_trial_list, trial_speakers
-from deeptalk_ser.errors import DataError
-from deeptalk_ser.prepare import prepare_manifest
+from deeptalk_ser.data.corpora.voxceleb1 import VoxCeleb1Corpus, read_trial_list, trial_speakers
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.data.prepare import prepare_manifest
 
 from .speaker_fixtures import build_voxceleb1, instantiate_data_config, write_text
 
@@ -26,7 +25,7 @@ def _per_speaker(loader: VoxCeleb1Corpus) -> dict[str, int]:
 
 
 def test_all_sets(vox1: Path) -> None:
-    utts = get_corpus("voxceleb1", root=vox1).scan()
+    utts = VoxCeleb1Corpus(root=vox1).scan()
     assert len(utts) == 11
     assert Counter(u.split for u in utts) == {"dev": 7, "test": 4}
     by_id = {u.id: u for u in utts}

@@ -13,10 +13,9 @@ import soundfile as sf
 
 pytest.importorskip("av", reason="m4a support needs PyAV (pip install av)")
 
-from deeptalk_ser.audio.m4a import decode_m4a, read_m4a_header  # noqa: E402
-from deeptalk_ser.corpora import get_corpus  # noqa: E402
-from deeptalk_ser.corpora.voxceleb2 import VoxCeleb2Corpus, convert_voxceleb2, main  # noqa: E402
-from deeptalk_ser.errors import AudioError, DataError  # noqa: E402
+from deeptalk_ser.data.audio.m4a import decode_m4a, read_m4a_header  # noqa: E402
+from deeptalk_ser.data.corpora.voxceleb2 import VoxCeleb2Corpus, convert_voxceleb2, main  # noqa: E402
+from deeptalk_ser.utils.errors import AudioError, DataError  # noqa: E402
 
 from .speaker_fixtures import REPO_ROOT, build_voxceleb2, instantiate_data_config, write_m4a, write_text  # noqa: E402
 
@@ -69,7 +68,7 @@ def test_bad_m4a_files(tmp_path: Path) -> None:
 
 
 def test_loader_m4a(vox2_template: Path) -> None:
-    utts = get_corpus("voxceleb2", root=vox2_template).scan()
+    utts = VoxCeleb2Corpus(root=vox2_template).scan()
     assert [u.id for u in utts] == DEV_FILES
     u = utts[0]
     assert (u.path, u.speaker, u.split, u.corpus) == (
@@ -126,7 +125,7 @@ def test_convert_reports_bad_files(vox2: Path, tmp_path: Path) -> None:
 
 def test_cli_module(vox2: Path) -> None:
     """``python -m ... convert`` writes beside aac/ when --out is the corpus root."""
-    proc = subprocess.run([sys.executable, "-m", "deeptalk_ser.corpora.voxceleb2", "convert", "--root", str(vox2),
+    proc = subprocess.run([sys.executable, "-m", "deeptalk_ser.data.corpora.voxceleb2", "convert", "--root", str(vox2),
                            "--out", str(vox2), "--workers", "2"], capture_output=True, text=True, cwd=REPO_ROOT,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

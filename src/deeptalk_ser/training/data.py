@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..audio.framing import frame_signal, random_crop
-from ..audio.frontend import AudioFrontend
-from ..audio.io import load_audio
-from ..errors import AudioError
-from ..manifest import Utterance
-from .sampler import SpeakerBatchSampler
+from deeptalk_ser.data.audio.framing import frame_signal, random_crop
+from deeptalk_ser.data.audio.frontend import AudioFrontend
+from deeptalk_ser.data.audio.io import load_audio
+from deeptalk_ser.utils.errors import AudioError
+from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.training.sampler import SpeakerBatchSampler
 
 log = logging.getLogger(__name__)
 

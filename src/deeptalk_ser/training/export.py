@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..encoders.deeptalk import build_net, load_checkpoint
-from ..io_utils import atomic_path
+from deeptalk_ser.embedding.encoders.deeptalk import build_net, load_checkpoint
+from deeptalk_ser.utils.io import atomic_path
 
 
 def export_encoder(ckpt_path: str | Path, out_path: str | Path, meta: dict[str, Any] | None = None) -> Path:

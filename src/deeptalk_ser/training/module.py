@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..encoders.deeptalk import DeepTalkNet, build_net
-from ..losses import GE2ELoss, TripletLoss
-from ..verification import generate_trials, score_verification
+from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkNet, build_net
+from deeptalk_ser.training.losses import GE2ELoss, TripletLoss
+from deeptalk_ser.data.trials import generate_trials
+from deeptalk_ser.evaluation.verification import score_verification
 
 
 class SpeakerEncoderModule(L.LightningModule):
@@ -79,7 +80,7 @@ class SpeakerEncoderModule(L.LightningModule):
         self._val_emb = {}
 
     def validation_step(self, item: tuple[int, np.ndarray], batch_idx: int) -> None:
-        from ..encoders.deeptalk import DeepTalkEncoder
+        from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkEncoder
 
         i, wav = item
         emb = DeepTalkEncoder.embed_with_net(self.net, wav)

@@ -1,0 +1,115 @@
+"""The ``prepare`` stage: corpus layout -> JSON-lines manifest, idempotent and incremental.
+
+Durations and sample rates come from audio headers (no decoding), read in parallel threads.
+A header cache keyed by (path, size, mtime) makes a re-run touch only new or changed files,
+and a stamp of the loader options + file listing skips the whole stage when nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deeptalk_ser.data.corpora.base import CorpusLoader
+from deeptalk_ser.data.audio.io import read_header
+from deeptalk_ser.utils.errors import AudioError, DataError
+from deeptalk_ser.utils.io import file_stat, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.data.manifest import Utterance, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareReport:
+    manifest: Path
+    n_utterances: int
+    reused: bool
+    headers_read: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = "raise",
+                     workers: int | None = None) -> PrepareReport:
+    """Write ``<out_dir>/manifest.jsonl`` for ``loader``; see module docstring."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "manifest.jsonl"
+    stamp_path = out_dir / "prepare_stamp.json"
+    header_cache_path = out_dir / "headers.json"
+
+    utts = loader.scan()
+    if loader.has_audio:
+        # Resolve the root once and join (resolving every file costs half of an incremental run
+        # on a million files); symlinks inside the corpus are kept as links in manifest paths.
+        root = str(loader.root.resolve())
+        abs_paths = [os.path.normpath(os.path.join(root, u.path)) for u in utts]
+        stats = [file_stat(p) for p in abs_paths]
+    else:
+        abs_paths, stats = [], [[0, 0]] * len(utts)
+    stamp = stable_hash({"options": loader.options(), "on_error": on_error,
+                         # whole records (extras too: an edited label file changes them) + file stats
+                         "files": [[u.to_dict(), s] for u, s in zip(utts, stats)]})
+    if stamp_path.is_file() and manifest_path.is_file():
+        prev = json.loads(stamp_path.read_text())
+        if prev.get("stamp") == stamp:
+            log.info("manifest up to date: %s", manifest_path)
+            return PrepareReport(manifest_path, prev["n_utterances"], reused=True, skipped=prev.get("skipped", []))
+    if not loader.has_audio:
+        return _finish(manifest_path, stamp_path, stamp, utts, headers_read=0, skipped=[], on_error=on_error)
+
+    cache: dict[str, Any] = json.loads(header_cache_path.read_text()) if header_cache_path.is_file() else {}
+    todo = [i for i, (p, s) in enumerate(zip(abs_paths, stats)) if cache.get(p, [None, None])[:2] != s]
+    results: dict[int, tuple[float, int] | AudioError] = {}
+
+    def work(i: int) -> tuple[int, tuple[float, int] | AudioError]:
+        try:
+            return i, read_header(abs_paths[i])
+        except AudioError as exc:
+            return i, exc
+
+    with ThreadPoolExecutor(max_workers=workers or min(32, (os.cpu_count() or 1) * 4)) as pool:
+        for i, res in pool.map(work, todo, chunksize=64):
+            results[i] = res
+    skipped: list[dict[str, str]] = []
+    for i, res in results.items():
+        if isinstance(res, AudioError):
+            if on_error == "raise":
+                raise res
+            skipped.append({"id": utts[i].id, "path": res.path, "reason": res.problem})
+        else:
+            cache[abs_paths[i]] = stats[i] + list(res)
+    write_text_atomic(header_cache_path, json.dumps(cache, separators=(",", ":")))
+
+    bad = {s["id"] for s in skipped}
+    kept = []
+    for u, p in zip(utts, abs_paths):
+        if u.id in bad:
+            continue
+        _, _, dur, sr = cache[p]
+        u.duration, u.sample_rate = round(float(dur), 6), int(sr)
+        u.path = p  # manifests carry absolute paths: no root needed downstream
+        kept.append(u)
+    if skipped:
+        log.warning("prepare skipped %d unreadable file(s), e.g. %s", len(skipped), skipped[0])
+    return _finish(manifest_path, stamp_path, stamp, kept, headers_read=len(todo), skipped=skipped, on_error=on_error)
+
+
+def _finish(manifest_path: Path, stamp_path: Path, stamp: str, utts: list[Utterance], headers_read: int,
+            skipped: list[dict[str, str]], on_error: str) -> PrepareReport:
+    if not utts:
+        raise DataError(manifest_path.parent, "no usable utterances after prepare")
+    write_manifest(manifest_path, utts)
+    write_json_atomic(stamp_path, {"stamp": stamp, "n_utterances": len(utts), "skipped": skipped})
+    return PrepareReport(manifest_path, len(utts), reused=False, headers_read=headers_read, skipped=skipped)
+
+
+def load_prepared(loader: CorpusLoader, out_dir: str | Path, on_error: str = "raise") -> tuple[list[Utterance], PrepareReport]:
+    """Prepare (or reuse) and read the manifest back."""
+    report = prepare_manifest(loader, out_dir, on_error=on_error)
+    return read_manifest(report.manifest), report

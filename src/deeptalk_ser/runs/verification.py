@@ -1,0 +1,64 @@
+"""``evaluate.py task=verification``: cosine-scored speaker verification (EER, minDCF).
+
+Trials come from a list file (VoxCeleb format) or are generated from the manifest's
+``task.split`` utterances: all target pairs plus sampled non-target pairs, fixed seed. The
+trial list used is written into the run directory so a result names its exact trials.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.utils.io import write_json_atomic
+from deeptalk_ser.utils.loggers import build_loggers, log_run
+from deeptalk_ser.runs.common import embed_selected, prepare_data
+from deeptalk_ser.utils.reporting import SUMMARY_COLUMNS, markdown_table, summary_row
+from deeptalk_ser.embedding.windowing import describe_windowing
+from deeptalk_ser.data.trials import generate_trials, read_trials, write_trials
+from deeptalk_ser.evaluation.verification import score_verification
+
+
+def evaluate_verification(cfg: DictConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg)
+    split = cfg.task.get("split")
+    if cfg.task.get("trials"):  # a trial list names its utterances, whatever their split
+        trials = read_trials(cfg.task.trials)
+        wanted = {t.enrol for t in trials} | {t.test for t in trials}
+        utts = [u for u in data.utts if u.id in wanted]
+        unknown = sorted(wanted - {u.id for u in utts})
+        if unknown:
+            raise DataError(cfg.task.trials, f"{len(unknown)} trial utterance(s) not in the {cfg.data.name} manifest, e.g. {unknown[:5]}")
+    else:
+        utts = [u for u in data.utts if split is None or u.split == split]
+        if not utts:
+            raise ValueError(f"no {cfg.data.name} utterances in split {split!r}")
+        trials = generate_trials(utts, cfg.task.nontarget_per_target, seed=cfg.task.seed)
+    write_trials(out / "trials.txt", trials)
+    store, extraction, encoder_name, kept = embed_selected(cfg, data, utts, out / "extract_summary.json")
+    kept_ids = {u.id for u in kept}  # short (dropped) or unreadable (skipped) utterances leave their trials out
+    scored = [t for t in trials if t.enrol in kept_ids and t.test in kept_ids]
+    if len(scored) < len(trials):
+        # the trials this encoder could score: pass them as task.trials to compare another encoder
+        write_trials(out / "trials_scored.txt", scored)
+    res = score_verification(store.embeddings, store.index(), scored, p_targets=tuple(cfg.task.p_targets))
+    results = {"task": "verification", "data": cfg.data.name, "split": split, "encoder": encoder_name,
+               "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
+               "classifier": "cosine", "protocol": "trials" if cfg.task.get("trials") else "generated",
+               "n_utterances": len(utts), "n_speakers": len({u.speaker for u in utts}),
+               "n_trials_dropped": len(trials) - len(scored), **res,
+               "encoder_config": store.meta.get("key", {}), "extraction": extraction,
+               "wall_seconds": time.perf_counter() - t0}
+    write_json_atomic(out / "results.json", results)
+    metrics = {"test/eer": res["eer"], **{f"test/min_dcf_{k}": v for k, v in res["min_dcf"].items()}}
+    log_run(build_loggers(cfg.get("logger")), OmegaConf.to_container(cfg, resolve=True), metrics, {})
+    print(markdown_table([summary_row(results)], SUMMARY_COLUMNS))
+    print(f"results -> {out / 'results.json'}")
+    return results

@@ -1,0 +1,92 @@
+"""Atomic file writes: a crash never leaves a half-written result that looks finished."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from deeptalk_ser.utils.errors import DataError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual mode
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Short content hash of a JSON-able object (key order independent)."""
+    blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) for each non-blank line of a UTF-8 text
+    file (a leading byte-order mark is dropped), so every parser can name the bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"{what} not found")
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(fh, 1):  # noqa: B007 - lineno is used in the except
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield lineno, line
+        except UnicodeDecodeError as exc:
+            raise DataError(path, f"not UTF-8 text ({exc.reason})", line=lineno + 1) from exc
+
+
+def file_stat(path: str | Path) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file (None if it is missing): the cheap change detector used by
+    prepare stamps, header caches, store keys and loaders' label-file fingerprints."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
