@@ -14,9 +14,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    from deeptalk_ser.runs.emotion import evaluate
-
-    results = evaluate(cfg)
+    results = hydra.utils.get_method(cfg.task.runner)(cfg)  # the job of this task (conf/task/*.yaml)
     return float(results.get("ua", results.get("eer", float("nan"))))
 
 

@@ -13,9 +13,9 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
-    from deeptalk_ser.runs.common import run_extract
+    from deeptalk_ser.runs.extract import run
 
-    run_extract(cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,8 @@ def step(name: str, n: int, work: Path) -> dict:
     """Run one step in this process; returns its measurements."""
     from deeptalk_ser.embedding.store import EmbeddingStore
 
-    if name in ("write_shards", "merge"):  # imports torch + lightning (a few hundred MB of RSS)
-        from deeptalk_ser.embedding import distributed as dx
+    if name in ("write_shards", "merge"):
+        from deeptalk_ser.embedding import shards as dx
     out: dict = {"rss_after_imports_mb": rss_mb()}
     if name.startswith("write_float"):
         dtype = name.removeprefix("write_")
@@ -168,8 +168,8 @@ def main() -> None:
         "float32_store_mb": n * DIM * 4 / 2**20,
         "steps": steps,
         "notes": ("each step in a fresh process: peak_rss_mb is that process's ru_maxrss (python + numpy + the "
-                  "step); rss_after_imports_mb is its RSS after imports (write_shards and merge import torch and "
-                  "lightning through deeptalk_ser.embedding.distributed), rss_before_mb just before the timed call "
+                  "step); rss_after_imports_mb is its RSS after imports (write_shards and merge also import "
+                  "deeptalk_ser.embedding.shards), rss_before_mb just before the timed call "
                   "(the write steps hold the whole input array by then); rss_anon_after_mb / rss_file_after_mb split "
                   "the RSS at the end of the step into private memory and file-backed pages (the memory-mapped "
                   "store: pages written by the merge or read by select count in RSS but are page cache, "

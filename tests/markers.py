@@ -21,7 +21,8 @@ def requires_shared(name: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not path.exists(), reason=f"real corpus {path} is absent (set DEEPTALK_DATA_DIR)")
 
 
-def requires_gpu() -> pytest.MarkDecorator:
-    import torch
+def requires_cuml() -> pytest.MarkDecorator:
+    """Skip unless a CUDA GPU and cuML (the optional ``gpu`` extra) are both present."""
+    from deeptalk_ser.evaluation.classifiers.backend import cuml_available
 
-    return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    return pytest.mark.skipif(not cuml_available(), reason="needs a CUDA GPU and cuML (pip install '.[gpu]')")

@@ -28,7 +28,7 @@ def test_sad_first_scored_end_to_end_is_not_the_papers_0754(tmp_path: Path) -> N
     run_script("evaluate.py", "data=deeptalkemotions_crema_d", "classifier=hierarchical", f"paths.data_dir={shared('')}",
                "logger=none", f"hydra.run.dir={run}", tmp=tmp_path)
     res = read_json(run / "results.json")
-    assert 0.60 <= res["wa"] <= 0.66  # DEEPTALK_SPEC.md section 5: a true 4-class score of about 62-64 %
+    assert 0.60 <= res["wa"] <= 0.66  # docs/deeptalk.md section 5: a true 4-class score of about 62-64 %
     assert sum(map(sum, res["confusion"])) == 1280
 
 

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
 from deeptalk_ser.utils.errors import AudioError
-from deeptalk_ser.embedding.extraction import embed_one, extract_embeddings, extract_or_reuse
+from deeptalk_ser.embedding.extraction import embed_one, extract_or_reuse
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.embedding.windowing import Windowing
 
@@ -42,6 +42,12 @@ class StatsEncoder(SpeakerEncoder):
         return np.array([wav.mean(), wav.std(), len(wav)], dtype=np.float32)
 
 
+def extract_embeddings(utts, encoder, windowing, *, root, **kw) -> tuple[list[str], np.ndarray, dict]:
+    """(ids, embeddings, summary) of a fresh one-process extraction into ``root``."""
+    store, summary = extract_or_reuse(utts, encoder, windowing, root, progress=False, **kw)
+    return list(store.ids), np.asarray(store.embeddings), summary
+
+
 def _write_float(path: Path, samples: np.ndarray) -> Path:
     sf.write(str(path), samples.astype(np.float32), SR, subtype="FLOAT")
     return path
@@ -67,37 +73,36 @@ def corpus(tmp_path) -> list[Utterance]:
     return utts
 
 
-def test_window_means_short_drop_and_summary(corpus):
+def test_window_means_short_drop_and_summary(corpus, tmp_path):
     utts = corpus
     enc = StatsEncoder()
-    ids, emb, summary = extract_embeddings(utts, enc, WIN, progress=False)
+    ids, emb, summary = extract_embeddings(utts, enc, WIN, root=tmp_path / 'store')
     assert ids == ["const", "step"]
     assert emb.dtype == np.float32 and emb.shape == (2, 3)
     np.testing.assert_allclose(emb[0], [0.25, 0.0, 4000], atol=1e-6)
     # step windows: [+.5 x4000] -> (0.5, 0); [+.5 x2000, -.5 x2000] -> (0, 0.5)
     np.testing.assert_allclose(emb[1], [0.25, 0.25, 4000], atol=1e-6)
-    assert summary.dropped_short == ["short"]
-    assert summary.utterances_in == 3 and summary.embedded == 2
-    assert summary.windows == 5
-    assert summary.audio_seconds == pytest.approx(1.0 + 0.75 + 0.3)
-    d = summary.to_dict()
-    assert d["n_dropped_short"] == 1 and d["n_skipped_errors"] == 0
+    assert summary["dropped_short"] == ["short"]
+    assert summary["utterances_in"] == 3 and summary["embedded"] == 2
+    assert summary["windows"] == 5
+    assert summary["audio_seconds"] == pytest.approx(1.0 + 0.75 + 0.3)
+    assert summary["n_dropped_short"] == 1 and summary["n_skipped_errors"] == 0
 
 
-def test_renormalize_gives_unit_norm(corpus):
+def test_renormalize_gives_unit_norm(corpus, tmp_path):
     utts = corpus
-    _, emb, _ = extract_embeddings(utts, StatsEncoder(), Windowing(0.5, 0.25, renormalize=True), progress=False)
+    _, emb, _ = extract_embeddings(utts, StatsEncoder(), Windowing(0.5, 0.25, renormalize=True), root=tmp_path / 'store')
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(emb[0], np.array([0.25, 0, 4000]) / np.hypot(0.25, 4000), rtol=1e-5)
 
 
-def test_utterance_level_mode(corpus):
+def test_utterance_level_mode(corpus, tmp_path):
     utts = corpus
-    ids, emb, summary = extract_embeddings(utts, StatsEncoder(), Windowing(window_s=None), progress=False)
+    ids, emb, summary = extract_embeddings(utts, StatsEncoder(), Windowing(window_s=None), root=tmp_path / 'store')
     assert ids == ["const", "step", "short"]
     np.testing.assert_allclose(emb[2], [0.1, 0.0, 2400], atol=1e-6)
     np.testing.assert_allclose(emb[1], [1 / 6, np.sqrt(2) / 3, 6000], rtol=1e-5)  # 2/3 at .5, 1/3 at -.5
-    assert summary.windows == 3
+    assert summary["windows"] == 3
 
 
 def test_embed_one_too_short():
@@ -105,40 +110,39 @@ def test_embed_one_too_short():
     assert emb is None and n == 0
 
 
-def test_unreadable_file_raises_naming_it(corpus):
+def test_unreadable_file_raises_naming_it(corpus, tmp_path):
     utts = corpus
     Path(utts[1].path).write_bytes(b"garbage" * 50)
     with pytest.raises(AudioError) as ei:
-        extract_embeddings(utts, StatsEncoder(), WIN, progress=False)
+        extract_embeddings(utts, StatsEncoder(), WIN, root=tmp_path / 'store')
     assert ei.value.path == utts[1].path
 
 
-def test_unreadable_file_skipped_and_listed(corpus):
+def test_unreadable_file_skipped_and_listed(corpus, tmp_path):
     utts = corpus
     Path(utts[1].path).write_bytes(b"garbage" * 50)
-    ids, emb, summary = extract_embeddings(utts, StatsEncoder(), WIN, on_error="skip", progress=False)
+    ids, emb, summary = extract_embeddings(utts, StatsEncoder(), WIN, on_error="skip", root=tmp_path / 'store')
     assert ids == ["const"] and emb.shape == (1, 3)
-    assert [s["id"] for s in summary.skipped_errors] == ["step"]
-    assert summary.skipped_errors[0]["path"] == utts[1].path
-    assert summary.dropped_short == ["short"]
+    assert [s["id"] for s in summary["skipped_errors"]] == ["step"]
+    assert summary["skipped_errors"][0]["path"] == utts[1].path
+    assert summary["dropped_short"] == ["short"]
 
 
-def test_file_truncated_after_prepare_is_an_error(corpus):
+def test_file_truncated_after_prepare_is_an_error(corpus, tmp_path):
     utts = corpus
     _write_float(Path(utts[0].path), np.full(5000, 0.25))  # manifest says 8000 frames
     with pytest.raises(AudioError, match="truncated"):
-        extract_embeddings(utts, StatsEncoder(), WIN, progress=False)
+        extract_embeddings(utts, StatsEncoder(), WIN, root=tmp_path / 'store')
 
 
-def test_worker_processes_give_the_same_result_and_carry_errors(corpus):
+def test_worker_processes_give_the_same_result_and_carry_errors(corpus, tmp_path):
     """With DataLoader workers the AudioError travels back to the main process by pickling."""
     utts = corpus
     Path(utts[1].path).write_bytes(b"garbage" * 50)
-    ids, emb, summary = extract_embeddings(utts, StatsEncoder(), WIN, on_error="skip", num_workers=1,
-                                           progress=False)
+    ids, emb, summary = extract_embeddings(utts, StatsEncoder(), WIN, on_error="skip", num_workers=1, root=tmp_path / 'store')
     assert ids == ["const"]
     np.testing.assert_allclose(emb[0], [0.25, 0.0, 4000], atol=1e-6)
-    assert summary.skipped_errors[0]["path"] == utts[1].path
+    assert summary["skipped_errors"][0]["path"] == utts[1].path
 
 
 def test_extract_or_reuse(corpus, tmp_path):

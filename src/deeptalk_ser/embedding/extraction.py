@@ -1,35 +1,44 @@
-"""Utterance embeddings from a manifest: load -> front end -> windows -> mean, into a store.
+"""The one extraction engine: Lightning ``predict`` over the manifest, resumable shards, one store.
 
-Deterministic (no augmentation, no shuffling). Audio loading and the front end run in
-DataLoader workers; the encoder runs in the main process. Utterances shorter than one window
-(after the front end, e.g. VAD) are dropped and counted; unreadable files either stop the run
-(``on_error=raise``) or are skipped and listed (``on_error=skip``).
+load -> front end (DataLoader workers) -> windows -> mean per utterance, in every process of
+the configured Lightning strategy (a single process is world size 1). Deterministic: no
+shuffling, no augmentation, an utterance's embedding depends only on its audio, the encoder
+and the windowing, so one and N processes give the same store. Utterances shorter than one
+window are dropped and counted; unreadable files stop the run (``on_error=raise``) or are
+skipped and listed (``on_error=skip``). Design: docs/design/extraction.md.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import shutil
 import time
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from deeptalk_ser.data.audio.frontend import AudioFrontend
 from deeptalk_ser.data.audio.io import load_audio
-from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
-from deeptalk_ser.utils.errors import AudioError
-from deeptalk_ser.utils.io import file_stat, stable_hash, write_json_atomic
 from deeptalk_ser.data.manifest import Utterance
-from deeptalk_ser.embedding.store import EmbeddingStore
+from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
+from deeptalk_ser.embedding.shards import (ExtractionIncomplete, ShardPlan, choose_shard_size, first_error,
+                                          load_or_create_plan, merge_shards, scan_shards, work_key, write_shard)
+from deeptalk_ser.embedding.store import EmbeddingStore, open_matching_store, store_key, store_path
 from deeptalk_ser.embedding.windowing import Windowing, average_windows
+from deeptalk_ser.utils.errors import AudioError
+from deeptalk_ser.utils.io import stable_hash, write_json_atomic
 
 log = logging.getLogger(__name__)
+# The writer takes positions from the batches themselves; Lightning's batch-index bookkeeping is not needed.
+warnings.filterwarnings("ignore", message="Couldn.t infer the batch indices")
 
 
 class FrontendDataset(Dataset):
@@ -56,24 +65,6 @@ def _keep_numpy(item: tuple) -> tuple:
     return item
 
 
-@dataclass
-class ExtractionSummary:
-    utterances_in: int = 0
-    embedded: int = 0
-    dropped_short: list[str] = field(default_factory=list)
-    skipped_errors: list[dict[str, str]] = field(default_factory=list)
-    windows: int = 0
-    audio_seconds: float = 0.0
-    wall_seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(vars(self))
-        d["n_dropped_short"], d["n_skipped_errors"] = len(self.dropped_short), len(self.skipped_errors)
-        d["real_time_factor"] = self.wall_seconds / self.audio_seconds if self.audio_seconds else None
-        d["audio_s_per_s"] = self.audio_seconds / self.wall_seconds if self.wall_seconds else None
-        return d
-
-
 def embed_one(encoder: SpeakerEncoder, wav: np.ndarray, windowing: Windowing) -> tuple[np.ndarray | None, int]:
     """(utterance embedding or None if too short, number of windows used)."""
     if windowing.window_s is None:
@@ -88,80 +79,221 @@ def embed_one(encoder: SpeakerEncoder, wav: np.ndarray, windowing: Windowing) ->
     return average_windows(windows, windowing.renormalize), len(windows)
 
 
-def extract_embeddings(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowing: Windowing,
-                       on_error: str = "raise", num_workers: int = 0,
-                       progress: bool = True) -> tuple[list[str], np.ndarray, ExtractionSummary]:
+def place_encoder(encoder: SpeakerEncoder, device: torch.device) -> None:
+    """Move an encoder's networks to ``device`` (each DDP rank gets its own GPU)."""
+    modules = [v for v in vars(encoder).values() if isinstance(v, torch.nn.Module)]
+    if not modules:
+        return  # e.g. openSMILE features: nothing on a device
+    for m in modules:
+        m.to(device)
+    if hasattr(encoder, "torch_device"):
+        encoder.torch_device = device  # type: ignore[attr-defined]
+    encoder.device = str(device)
+
+
+class ExtractionModule(pl.LightningModule):
+    """``predict_step`` = one utterance: its embedding (or why it has none) as a record."""
+
+    def __init__(self, encoder: SpeakerEncoder, windowing: Windowing, on_error: str = "raise") -> None:
+        super().__init__()
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.encoder, self.windowing, self.on_error = encoder, windowing, on_error
+
+    def on_predict_start(self) -> None:
+        place_encoder(self.encoder, self.device)
+
+    def predict_step(self, batch: tuple[int, Any, float], batch_idx: int = 0) -> dict[str, Any]:
+        pos, wav, seconds = batch
+        pos = int(pos)
+        if isinstance(wav, AudioError):
+            if self.on_error == "raise":
+                raise wav
+            return {"pos": pos, "emb": None, "reason": "error", "path": wav.path, "message": wav.problem,
+                    "windows": 0, "seconds": 0.0}
+        emb, n_win = embed_one(self.encoder, wav, self.windowing)
+        return {"pos": pos, "emb": emb, "reason": None if emb is not None else "short",
+                "windows": int(n_win), "seconds": float(seconds)}
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """The utterances of this rank's pending shards, in manifest order; rank 0 decides which
+    shards are pending (after cleaning the shard folder) and broadcasts that to every rank."""
+
+    def __init__(self, utts: Sequence[Utterance], encoder: SpeakerEncoder, plan: ShardPlan, shard_dir: Path,
+                 key_hash: str, manifest_ids: np.ndarray, num_workers: int = 0) -> None:
+        super().__init__()
+        self.utts, self.encoder, self.plan, self.shard_dir = list(utts), encoder, plan, shard_dir
+        self.key_hash, self.manifest_ids, self.num_workers = key_hash, manifest_ids, num_workers
+        self.positions: list[int] = []
+        self.my_shards: list[int] = []
+
+    def setup(self, stage: str) -> None:
+        trainer = self.trainer
+        assert trainer is not None
+        done = None
+        if trainer.is_global_zero:
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+            done = sorted(scan_shards(self.shard_dir, self.plan, self.key_hash, self.manifest_ids, clean=True))
+        plan_size, done = trainer.strategy.broadcast((self.plan.shard_size, done), src=0)
+        if plan_size != self.plan.shard_size:
+            raise RuntimeError(f"ranks disagree on the shard plan ({plan_size} vs {self.plan.shard_size})")
+        done_set = set(done)
+        pending = [k for k in range(self.plan.n_shards) if k not in done_set]
+        self.my_shards = pending[trainer.global_rank::trainer.world_size]
+        self.positions = [p for k in self.my_shards for p in range(*self.plan.bounds(k))]
+        log.info("rank %d/%d: %d shard(s), %d utterance(s) to embed (%d shard(s) already done)",
+                 trainer.global_rank, trainer.world_size, len(self.my_shards), len(self.positions), len(done))
+
+    def predict_dataloader(self) -> DataLoader:
+        ds = Subset(FrontendDataset(self.utts, self.encoder.frontend), self.positions)
+        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_keep_numpy)
+
+
+class ShardWriter(BasePredictionWriter):
+    """Collects the records of the shard in progress and writes it when it is complete.
+
+    A position seen twice (a padding sampler) or one of an already written shard is ignored,
+    so no utterance is counted twice. Shows rank 0's progress (utterances/s, ETA)."""
+
+    def __init__(self, shard_dir: Path, key_hash: str, dim: int, manifest_ids: Sequence[str],
+                 progress: bool = True, desc: str = "extract") -> None:
+        super().__init__(write_interval="batch")
+        self.shard_dir, self.key_hash, self.dim, self.manifest_ids = shard_dir, key_hash, dim, manifest_ids
+        self.progress, self.desc = progress, desc
+        self.buffers: dict[int, dict[int, dict[str, Any]]] = {}
+        self.written: list[int] = []
+        self.bar: Any = None
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trainer.datamodule
+        self.plan: ShardPlan = dm.plan
+        self.mine = set(dm.my_shards)
+        self.buffers, self.written = {}, []
+        if self.progress and trainer.is_global_zero:
+            desc = self.desc if trainer.world_size == 1 else f"{self.desc} rank 0/{trainer.world_size}"
+            self.bar = tqdm(total=len(dm.positions), desc=desc, unit="utt", dynamic_ncols=True)
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        pos = prediction["pos"]
+        k = pos // self.plan.shard_size
+        if k not in self.mine or k in self.written:
+            return
+        buf = self.buffers.setdefault(k, {})
+        if pos in buf:
+            return
+        buf[pos] = prediction
+        if self.bar is not None:
+            self.bar.update(1)
+        start, stop = self.plan.bounds(k)
+        if len(buf) == stop - start:
+            write_shard(self.shard_dir, trainer.global_rank, k, self.plan, self.key_hash, self.dim,
+                        list(self.buffers.pop(k).values()), self.manifest_ids)
+            self.written.append(k)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.buffers:
+            raise ExtractionIncomplete(f"rank {trainer.global_rank}: shards {sorted(self.buffers)} incomplete "
+                                       "at the end of its data")
+        trainer.strategy.barrier("extract-shards-written")  # every rank's shards are on disk
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_trainer(trainer_cfg: dict[str, Any] | None, callbacks: list[Any], encoder: SpeakerEncoder) -> pl.Trainer:
+    """A predict-only Trainer from a ``conf/trainer`` dict (``trainer=predict``, or a training
+    variant such as ``trainer=ddp``, whose training-only keys are dropped): strategy, devices,
+    nodes, accelerator as configured; fp32 (the encoder owns its precision, which is part of
+    the store key); no logger, checkpoints or sampler replacement (the shards are dealt by hand).
+    ``None``: one process on the encoder's own device."""
+    if trainer_cfg is None:
+        trainer_cfg = {"accelerator": "gpu" if str(encoder.device).startswith("cuda") else "cpu", "devices": 1}
+    kwargs = dict(trainer_cfg)
+    kwargs.pop("_target_", None)
+    for train_only in ("max_steps", "max_epochs", "check_val_every_n_epoch", "log_every_n_steps",
+                       "sync_batchnorm", "gradient_clip_val", "accumulate_grad_batches", "val_check_interval"):
+        kwargs.pop(train_only, None)
+    kwargs.update(precision="32-true", logger=False, enable_checkpointing=False, enable_model_summary=False,
+                  enable_progress_bar=False, use_distributed_sampler=False, callbacks=callbacks)
+    return pl.Trainer(**kwargs)
+
+
+def _launched_as_rank_zero() -> bool:
+    """Before the strategy is set up: will this process be global rank 0? (Lightning reads the
+    launcher's rank variables when it is imported.)"""
+    return rank_zero_only.rank == 0
+
+
+def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowing: Windowing,
+                     store_root: str | Path, on_error: str = "raise", num_workers: int = 0,
+                     dtype: str = "float32", shard_size: int = 1000,
+                     trainer_cfg: dict[str, Any] | None = None,
+                     summary_path: str | Path | None = None, progress: bool | None = None,
+                     keep_shards: bool = False) -> tuple[EmbeddingStore | None, dict[str, Any]]:
+    """Open the store matching (utterances, encoder, windowing, on_error, dtype) under
+    ``store_root``, or extract it on every device of ``trainer_cfg`` and merge it.
+
+    Returns (store, summary) on global rank 0 and (None, {"rank": r}) on the other ranks."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    summary = ExtractionSummary(utterances_in=len(utts))
-    ids: list[str] = []
-    rows: list[np.ndarray] = []
-    loader = DataLoader(FrontendDataset(utts, encoder.frontend), batch_size=None, shuffle=False,
-                        num_workers=num_workers, collate_fn=_keep_numpy)
-    t0 = time.perf_counter()
-    bar = tqdm(loader, total=len(utts), desc=f"extract[{encoder.name}]", unit="utt", disable=not progress)
-    with torch.inference_mode():
-        for i, wav, seconds in bar:
-            u = utts[i]
-            if isinstance(wav, AudioError):
-                if on_error == "raise":
-                    raise wav
-                summary.skipped_errors.append({"id": u.id, "path": wav.path, "reason": wav.problem})
-                continue
-            summary.audio_seconds += seconds
-            emb, n_win = embed_one(encoder, wav, windowing)
-            summary.windows += n_win
-            if emb is None:
-                summary.dropped_short.append(u.id)
-                continue
-            ids.append(u.id)
-            rows.append(emb)
-    summary.wall_seconds = time.perf_counter() - t0
-    summary.embedded = len(ids)
-    if summary.dropped_short:
-        log.warning("dropped %d utterance(s) shorter than one window, e.g. %s", len(summary.dropped_short), summary.dropped_short[:3])
-    if summary.skipped_errors:
-        log.warning("skipped %d unreadable file(s): %s", len(summary.skipped_errors), summary.skipped_errors[:3])
-    emb = np.stack(rows) if rows else np.zeros((0, encoder.embedding_dim), np.float32)
-    return ids, emb, summary
-
-
-def store_key(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowing: Windowing, on_error: str,
-              dtype: str = "float32") -> dict[str, Any]:
-    """Everything that determines a store's content; a store is reused only if this matches.
-    The manifest part hashes the utterances to embed (ids, paths, header facts and file size /
-    mtime, so a re-encoded file is noticed), so a subset of a manifest gets its own store."""
-    listing = [[u.id, u.path, u.duration, u.sample_rate, file_stat(u.path)] for u in utts]
-    return {"manifest_hash": stable_hash(listing, 32), "n_utterances": len(utts), "encoder": encoder.config(),
-            "windowing": windowing.describe(), "on_error": on_error, "dtype": dtype}
-
-
-def open_matching_store(path: Path, key: dict[str, Any]) -> tuple[EmbeddingStore, dict[str, Any]] | None:
-    """The store at ``path`` and its summary if it was made with exactly ``key``, else None."""
-    if not (path / "meta.json").is_file():
-        return None
-    store = EmbeddingStore.open(path)
-    if store.meta.get("key") != json.loads(json.dumps(key, default=str)):  # as stored (JSON: str keys)
-        return None
-    log.info("reusing embedding store %s", path)
-    return store, {**store.meta["summary"], "reused_store": str(path)}
-
-
-def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder,
-                     windowing: Windowing, store_root: str | Path, on_error: str = "raise",
-                     num_workers: int = 0, dtype: str = "float32",
-                     summary_path: str | Path | None = None) -> tuple[EmbeddingStore, dict[str, Any]]:
-    """Open the matching store under ``store_root`` or extract and write it."""
+    utts = list(utts)
     key = store_key(utts, encoder, windowing, on_error, dtype)
-    path = Path(store_root) / f"{encoder.name}-{stable_hash(key)}"
+    store_root = Path(store_root)
+    path = store_path(store_root, encoder.name, key)
     found = open_matching_store(path, key)
     if found:
-        if summary_path:
+        if summary_path and _launched_as_rank_zero():
             write_json_atomic(summary_path, found[1])
         return found
-    ids, emb, summary = extract_embeddings(utts, encoder, windowing, on_error, num_workers)
-    summary_d = summary.to_dict()
-    store = EmbeddingStore.write(path, ids, emb, {"key": key, "summary": summary_d}, dtype=dtype)
+
+    t0 = time.perf_counter()
+    wkey = work_key(key)
+    key_hash = stable_hash(wkey)
+    work_dir = store_root / f".{encoder.name}-{key_hash}.work"
+    shard_dir = work_dir / "shards"
+    manifest_ids = np.array([u.id for u in utts], dtype=str).reshape(-1)
+    if progress is None:
+        progress = bool((trainer_cfg or {}).get("enable_progress_bar", True))
+    writer = ShardWriter(shard_dir, key_hash, encoder.embedding_dim, manifest_ids.tolist(), progress=progress,
+                         desc=f"extract[{encoder.name}]")
+    trainer = build_trainer(trainer_cfg, [writer], encoder)
+    world = trainer.world_size
+    work_dir.mkdir(parents=True, exist_ok=True)
+    plan = load_or_create_plan(work_dir, len(utts), choose_shard_size(len(utts), shard_size, world), wkey)
+    done = scan_shards(shard_dir, plan, key_hash, manifest_ids)
+    reused = len(done)
+    if on_error == "raise" and (err := first_error(done)) is not None:
+        raise err  # a finished shard (of an on_error=skip attempt) dropped this file
+    if reused:
+        log.info("resuming: %d of %d shard(s) already done in %s", reused, plan.n_shards, shard_dir)
+    if reused < plan.n_shards:
+        module = ExtractionModule(encoder, windowing, on_error)
+        dm = ShardDataModule(utts, encoder, plan, shard_dir, key_hash, manifest_ids, num_workers)
+        trainer.predict(module, datamodule=dm, return_predictions=False)
+        if not trainer.is_global_zero:
+            return None, {"rank": trainer.global_rank}
+    elif not _launched_as_rank_zero():
+        return None, {"rank": None}
+
+    infos = scan_shards(shard_dir, plan, key_hash, manifest_ids)
+    if on_error == "raise" and (err := first_error(infos)) is not None:
+        raise err
+    extra = {"ranks": world, "shards": plan.n_shards, "shard_size": plan.shard_size, "shards_reused": reused}
+    store, summary_d = merge_shards(infos, plan, manifest_ids, path, encoder.embedding_dim, key, dtype=dtype,
+                                    extra=extra, t0=t0)
+    if summary_d["dropped_short"]:
+        log.warning("dropped %d utterance(s) shorter than one window, e.g. %s", len(summary_d["dropped_short"]),
+                    summary_d["dropped_short"][:3])
+    if summary_d["skipped_errors"]:
+        log.warning("skipped %d unreadable file(s): %s", len(summary_d["skipped_errors"]),
+                    summary_d["skipped_errors"][:3])
+    if not keep_shards:
+        shutil.rmtree(work_dir, ignore_errors=True)
     if summary_path:
         write_json_atomic(summary_path, {**summary_d, "store": str(path)})
     return store, summary_d

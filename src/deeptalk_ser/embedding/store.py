@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +20,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.utils.io import file_stat, stable_hash
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,3 +136,32 @@ class EmbeddingStore:
         out = np.empty((len(rows), self.embeddings.shape[1]), np.float32)
         out[order] = self.embeddings[rows[order]]
         return out
+
+
+# ----------------------------------------------------------------------------- reuse
+
+
+def store_key(utts: Sequence[Utterance], encoder: Any, windowing: Any, on_error: str,
+              dtype: str = "float32") -> dict[str, Any]:
+    """Everything that determines a store's content; a store is reused only if this matches.
+    The manifest part hashes the utterances to embed (ids, paths, header facts and file size /
+    mtime, so a re-encoded file is noticed), so a subset of a manifest gets its own store."""
+    listing = [[u.id, u.path, u.duration, u.sample_rate, file_stat(u.path)] for u in utts]
+    return {"manifest_hash": stable_hash(listing, 32), "n_utterances": len(utts), "encoder": encoder.config(),
+            "windowing": windowing.describe(), "on_error": on_error, "dtype": dtype}
+
+
+def open_matching_store(path: Path, key: dict[str, Any]) -> tuple[EmbeddingStore, dict[str, Any]] | None:
+    """The store at ``path`` and its summary if it was made with exactly ``key``, else None."""
+    if not (path / "meta.json").is_file():
+        return None
+    store = EmbeddingStore.open(path)
+    if store.meta.get("key") != json.loads(json.dumps(key, default=str)):  # as stored (JSON: str keys)
+        return None
+    log.info("reusing embedding store %s", path)
+    return store, {**store.meta["summary"], "reused_store": str(path)}
+
+
+def store_path(root: str | Path, encoder_name: str, key: dict[str, Any]) -> Path:
+    """Where the store of ``key`` lives under ``root``: one folder per key, named by its hash."""
+    return Path(root) / f"{encoder_name}-{stable_hash(key)}"

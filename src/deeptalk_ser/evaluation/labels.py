@@ -1,4 +1,4 @@
-"""Emotion tasks: which corpus labels take part and what the classifier must predict.
+"""Emotion label mappings (ER / ED): which corpus labels take part and what the classifier must predict.
 
 ER = 4-class (angry, sad, happy, neutral). ED = neutral vs emotion present, over the same
 four classes. Each task keeps two label levels: *fine* (the 4 ER classes, what a hierarchical
@@ -9,7 +9,7 @@ the task's own classes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from deeptalk_ser.data.manifest import Utterance
 
 
 @dataclass
-class EmotionTask:
+class EmotionLabels:
     name: str
     classes: list[str]
     #: corpus emotion name -> fine (ER) class; emotions not listed are left out of the task.
@@ -31,10 +31,6 @@ class EmotionTask:
         if targets != set(self.classes):
             raise ValueError(f"task {self.name}: mapped classes {sorted(targets)} != declared {sorted(self.classes)}")
 
-    @property
-    def fine_classes(self) -> list[str]:
-        return sorted(set(self.label_map.values()), key=list(self.label_map.values()).index)
-
     def select(self, utts: Sequence[Utterance]) -> tuple[list[Utterance], np.ndarray]:
         """Utterances taking part and their fine labels."""
         kept = [u for u in utts if u.label in self.label_map]
@@ -45,7 +41,3 @@ class EmotionTask:
             return fine
         return np.array([self.coarse_map[f] for f in fine], dtype=object)
 
-
-def make_task(name: str, classes: Sequence[str], label_map: Mapping[str, str],
-              coarse_map: Mapping[str, str] | None = None) -> EmotionTask:
-    return EmotionTask(name, list(classes), dict(label_map), dict(coarse_map or {}))

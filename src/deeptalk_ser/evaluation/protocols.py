@@ -3,13 +3,17 @@
 Protocol classes (``conf/protocol/*.yaml`` instantiates them; ``name`` there names the protocol
 in results and split files):
 
-- :class:`LeaveOneGroupOut` (``loso``): one fold per value of ``group_by`` (speaker, or an extra
-  such as IEMOCAP's ``session``).
-- :class:`GroupKFold` (``group_kfold``): k folds of whole groups, seeded, optionally stratified.
-- :class:`FixedSplit` (``fixed``): given train/test partitions from the manifest's ``split``
-  column (or any other key via ``split_by``, e.g. IEMOCAP sessions).
-- :class:`GroupHoldout` (``group_holdout``): one seeded random train/test draw of whole groups
-  (the CREMA-D paper's intended 70/30 actor split).
+- :class:`LeaveOneGroupOutProtocol` (``loso``): one fold per value of ``group_by`` (speaker, or an
+  extra such as IEMOCAP's ``session``); scikit-learn's ``LeaveOneGroupOut`` makes the folds.
+- :class:`GroupKFoldProtocol` (``group_kfold``): k folds of whole groups, seeded, optionally
+  stratified.
+- :class:`FixedSplitProtocol` (``fixed``): given train/test partitions from the manifest's
+  ``split`` column (or any other key via ``split_by``, e.g. IEMOCAP sessions).
+- :class:`GroupHoldoutProtocol` (``group_holdout``): one seeded random train/test draw of whole
+  groups (the CREMA-D paper's intended 70/30 actor split).
+
+The ``*Protocol`` suffix keeps them apart from scikit-learn's splitters of similar names, which
+take arrays, not manifest rows, and (for k-fold) deal groups differently.
 
 Every fold passes through :func:`check_disjoint`, which refuses a train/test speaker overlap
 unless the protocol declares itself speaker-dependent. Class-balanced under-sampling of the
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from sklearn.model_selection import LeaveOneGroupOut, ShuffleSplit
 
 from deeptalk_ser.utils.io import write_text_atomic
 from deeptalk_ser.data.manifest import Utterance
@@ -109,8 +114,9 @@ class Protocol:
         return {"name": self.name, **{k: v for k, v in vars(self).items()}}
 
 
-class LeaveOneGroupOut(Protocol):
-    """One fold per distinct ``group_by`` value (sorted). ``max_groups`` (None = no limit) refuses
+class LeaveOneGroupOutProtocol(Protocol):
+    """One fold per distinct ``group_by`` value (sorted; scikit-learn's ``LeaveOneGroupOut`` makes
+    the index sets, the fold name is the group value). ``max_groups`` (None = no limit) refuses
     absurd fold counts, e.g. leave-one-speaker-out on MSP-Podcast, whose thousands of speakers
     (every unknown-speaker utterance its own) call for its official split instead."""
 
@@ -130,16 +136,21 @@ class LeaveOneGroupOut(Protocol):
                 f"leave-one-{self.group_by}-out over {len(uniq)} groups would train {len(uniq)} classifiers "
                 f"(protocol.max_groups={self.max_groups}); use the corpus's official split (e.g. "
                 "protocol=msp_official), protocol=group_kfold, or raise protocol.max_groups")
-        return [Fold(f"{self.group_by}={g}", np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in uniq]
+        dummy = np.zeros((len(groups), 1))
+        return [Fold(f"{self.group_by}={groups[test[0]]}", train, test)
+                for train, test in LeaveOneGroupOut().split(dummy, groups=groups)]
 
 
-class GroupKFold(Protocol):
+class GroupKFoldProtocol(Protocol):
     """k folds of whole groups; groups are dealt to folds in a seeded order, optionally
     round-robin within each stratum (e.g. ``stratify_by=gender``) so folds stay balanced.
 
     Exactly: the distinct groups are sorted, permuted with ``numpy.random.default_rng(seed)``,
     stably sorted by stratum name, and the i-th group of that order goes to fold ``i % k``. Each
-    fold's per-stratum count therefore differs from any other fold's by at most one."""
+    fold's per-stratum count therefore differs from any other fold's by at most one.
+
+    Not scikit-learn's ``GroupKFold(shuffle=True)`` / ``StratifiedGroupKFold``: they deal groups
+    otherwise (contiguous chunks; strata of class labels), which would change the published folds."""
 
     name = "group_kfold"
 
@@ -168,7 +179,7 @@ class GroupKFold(Protocol):
         return [Fold(f"fold{f}", np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(self.k)]
 
 
-class FixedSplit(Protocol):
+class FixedSplitProtocol(Protocol):
     """Train on the rows whose ``split_by`` value (default the manifest's ``split``) is in
     ``train_splits``, test on those in ``test_splits``; rows in neither (e.g. MSP-Podcast's
     Development set, kept for tuning) are unused. Values compare as strings, so IEMOCAP
@@ -204,7 +215,7 @@ class FixedSplit(Protocol):
         return folds
 
 
-class GroupHoldout(Protocol):
+class GroupHoldoutProtocol(Protocol):
     """One train/test split of whole groups drawn at random: the CREMA-D paper's intended
     "70/30 split by actor, seed 600", without the paper code's indexing bug (rows are assigned
     by their own speaker, so the split is speaker-disjoint).
@@ -220,7 +231,10 @@ class GroupHoldout(Protocol):
     This is the draw of scikit-learn's ``train_test_split(population, test_size=test_size,
     random_state=seed)``, which the paper's code called on ``list(range(1001, 1092))``. Pinning
     ``groups`` keeps the draw fixed when some actors have no rows in a run (a task that drops
-    them, a partial copy); a row whose group is not in ``groups`` is an error."""
+    them, a partial copy); a row whose group is not in ``groups`` is an error.
+
+    The draw is scikit-learn's ``ShuffleSplit`` over ``population``, not ``GroupShuffleSplit``
+    over the rows: that one sorts and keeps only the groups present, so it would move the draw."""
 
     name = "group_holdout"
 
@@ -240,8 +254,9 @@ class GroupHoldout(Protocol):
         if n < 2 or n_test >= n:
             raise ValueError(f"a {self.test_size:.0%} holdout needs at least 2 {self.group_by} groups with some left "
                              f"for training, got {n}")
-        perm = np.random.RandomState(self.seed).permutation(n)
-        return [population[i] for i in perm[n_test:]], [population[i] for i in perm[:n_test]]
+        # = RandomState(seed).permutation(n): test perm[:n_test], train perm[n_test:]
+        (train, test), = ShuffleSplit(n_splits=1, test_size=n_test, random_state=self.seed).split(np.zeros((n, 1)))
+        return [population[i] for i in train], [population[i] for i in test]
 
     def make_folds(self, utts: Sequence[Utterance], labels: np.ndarray) -> list[Fold]:
         groups = group_values(utts, self.group_by)
@@ -290,12 +305,3 @@ def write_split_file(path: str | Path, protocol: Protocol, folds: Sequence[Fold]
     }
     write_text_atomic(path, json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
     return digest
-
-
-def read_split_file(path: str | Path) -> dict[str, Any]:
-    """Load a split file and verify its hash against its folds."""
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    digest = split_hash(doc["folds"])
-    if digest != doc.get("hash"):
-        raise ValueError(f"{path}: folds hash to {digest}, the file says {doc.get('hash')}")
-    return doc

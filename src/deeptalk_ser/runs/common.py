@@ -1,5 +1,6 @@
-"""Stages shared by the entry points: prepare a corpus manifest, build an encoder from its
-config, and get (or reuse) the embedding store for a manifest."""
+"""What every job shares: the run directory, the prepared manifest, the encoder built from its
+config, the embeddings (extracted or reused) and the closing of a run (results.json, loggers,
+printed table)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deeptalk_ser.data.corpora.base import CorpusLoader
-from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.data.prepare import PrepareReport, load_prepared
-from deeptalk_ser.embedding.store import EmbeddingStore
+from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
+from deeptalk_ser.embedding.extraction import extract_or_reuse
+from deeptalk_ser.embedding.store import EmbeddingStore, open_matching_store
 from deeptalk_ser.embedding.windowing import Windowing
+from deeptalk_ser.utils.io import write_json_atomic
+from deeptalk_ser.utils.loggers import build_loggers, log_run
+from deeptalk_ser.utils.reporting import SUMMARY_COLUMNS, markdown_table, summary_row
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,15 @@ def prepare_data(cfg: DictConfig) -> PreparedData:
     return PreparedData(loader, utts, report)
 
 
-def build_encoder(enc_cfg: DictConfig) -> tuple[SpeakerEncoder, Windowing]:
-    """The encoder object and the windowing, which the config keeps side by side."""
+def start_run(cfg: DictConfig) -> tuple[Path, PreparedData]:
+    """The run directory (created) and the prepared data: the first two steps of every job."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, prepare_data(cfg)
+
+
+def encoder_from_config(enc_cfg: DictConfig) -> tuple[SpeakerEncoder, Windowing]:
+    """The encoder object and the windowing, which ``conf/encoder`` keeps side by side."""
     params = OmegaConf.to_container(enc_cfg, resolve=True)
     assert isinstance(params, dict)
     win = params.pop("windowing", None) or {}
@@ -46,51 +58,36 @@ def build_encoder(enc_cfg: DictConfig) -> tuple[SpeakerEncoder, Windowing]:
     return encoder, Windowing(**win)
 
 
-def get_embeddings(cfg: DictConfig, data: PreparedData, summary_path: str | Path | None = None,
-                   utts: list[Utterance] | None = None,
-                   distributed: bool = False) -> tuple[EmbeddingStore | None, dict[str, Any], str]:
-    """(store, extraction summary, encoder name) for the prepared data (or a subset ``utts``).
+def _precomputed_store(cfg: DictConfig, data: PreparedData) -> tuple[EmbeddingStore, dict[str, Any]]:
+    """Precomputed features: the store is the arrays themselves, written once into the cache
+    (reused while the prepared manifest, which stamps the arrays' options, is unchanged)."""
+    path = Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name / "precomputed"
+    key = {"precomputed": data.loader.options(), "manifest": data.report.manifest.stat().st_mtime_ns}
+    found = open_matching_store(path, key)
+    if found:
+        return found
+    ids, X = data.loader.load_embeddings()  # type: ignore[attr-defined]
+    summary = {"utterances_in": len(ids), "embedded": len(ids), "n_dropped_short": 0, "precomputed": True}
+    return EmbeddingStore.write(path, ids, X, {"key": key, "summary": summary}), summary
 
-    ``distributed``: extract with Lightning ``predict`` on the devices of ``cfg.trainer``, in
-    resumable shards (:mod:`deeptalk_ser.embedding.distributed`); the store is then None on
-    every rank but global rank 0. Otherwise in this process. Both make the same store."""
-    from deeptalk_ser.embedding.extraction import extract_or_reuse
-    from deeptalk_ser.utils.io import write_json_atomic
 
+def get_embeddings(cfg: DictConfig, data: PreparedData, utts: list[Utterance] | None = None,
+                   summary_path: str | Path | None = None) -> tuple[EmbeddingStore | None, dict[str, Any], str]:
+    """(store, extraction summary, encoder name) for the prepared data (or a subset ``utts``),
+    extracted on the devices of ``cfg.trainer`` (one process without it) or reused. Under DDP
+    the store is None on every rank but global rank 0."""
     if not data.loader.has_audio:
-        # Precomputed features: the store is the arrays themselves, written once into the cache
-        # (reused while the prepared manifest, which stamps the arrays' options, is unchanged).
-        from deeptalk_ser.embedding.extraction import open_matching_store
-
-        path = Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name / "precomputed"
-        key = {"precomputed": data.loader.options(), "manifest": data.report.manifest.stat().st_mtime_ns}
-        found = open_matching_store(path, key)
-        if found:
-            store, summary = found
-        else:
-            ids, X = data.loader.load_embeddings()  # type: ignore[attr-defined]
-            summary = {"utterances_in": len(ids), "embedded": len(ids), "n_dropped_short": 0, "precomputed": True}
-            store = EmbeddingStore.write(path, ids, X, {"key": key, "summary": summary})
+        store, summary = _precomputed_store(cfg, data)
         if summary_path:
             write_json_atomic(summary_path, summary)
         return store, summary, str(cfg.data.get("embedding_name", "precomputed"))
-    encoder, windowing = build_encoder(cfg.encoder)
-    store_root = Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name
-    if distributed:
-        from deeptalk_ser.embedding.distributed import extract_or_reuse_distributed
-
-        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else None
-        store, summary = extract_or_reuse_distributed(
-            data.utts if utts is None else utts, encoder, windowing, store_root,
-            on_error=cfg.data.get("on_error", "raise"), num_workers=cfg.extract.num_workers,
-            dtype=cfg.extract.dtype, shard_size=cfg.extract.get("shard_size", 1000),
-            trainer_cfg=trainer_cfg,  # type: ignore[arg-type]
-            summary_path=summary_path, keep_shards=cfg.extract.get("keep_shards", False))
-        return store, summary, encoder.name
-    store, summary = extract_or_reuse(data.utts if utts is None else utts, encoder, windowing, store_root,
-                                      on_error=cfg.data.get("on_error", "raise"),
-                                      num_workers=cfg.extract.num_workers, dtype=cfg.extract.dtype,
-                                      summary_path=summary_path)
+    encoder, windowing = encoder_from_config(cfg.encoder)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else None
+    store, summary = extract_or_reuse(
+        data.utts if utts is None else utts, encoder, windowing, Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name,
+        on_error=cfg.data.get("on_error", "raise"), num_workers=cfg.extract.num_workers, dtype=cfg.extract.dtype,
+        shard_size=cfg.extract.get("shard_size", 1000), trainer_cfg=trainer_cfg,  # type: ignore[arg-type]
+        summary_path=summary_path, keep_shards=cfg.extract.get("keep_shards", False))
     return store, summary, encoder.name
 
 
@@ -98,20 +95,21 @@ def embed_selected(cfg: DictConfig, data: PreparedData, utts: list[Utterance], s
                    ) -> tuple[EmbeddingStore, dict[str, Any], str, list[Utterance]]:
     """Embed (or reuse) ``utts`` of the prepared data; also returns those that got an embedding
     (the others were dropped as too short or skipped as unreadable, and are counted in the summary)."""
-    store, summary, name = get_embeddings(cfg, data, summary_path=summary_path,
-                                          utts=utts if data.loader.has_audio else None)
+    store, summary, name = get_embeddings(cfg, data, utts=utts if data.loader.has_audio else None,
+                                          summary_path=summary_path)
+    if store is None:
+        raise RuntimeError("evaluation jobs run in one process; use extract.py for multi-process extraction")
     embedded = set(store.ids)
     return store, summary, name, [u for u in utts if u.id in embedded]
 
 
-def run_extract(cfg: DictConfig) -> dict[str, Any]:
-    """``extract.py``: prepare + extract (or reuse) on the devices of ``cfg.trainer`` and write
-    ``extract_summary.json`` (global rank 0; the other ranks return after their shards)."""
-    data = prepare_data(cfg)
-    out = Path(cfg.paths.output_dir)
-    store, summary, name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json", distributed=True)
-    if store is None:  # a DDP rank other than 0: its shards are written, rank 0 merges
-        return summary
-    print(f"[extract] {name}: {summary.get('embedded')} of {summary.get('utterances_in')} utterances embedded, "
-          f"{summary.get('n_dropped_short', 0)} dropped short, {summary.get('n_skipped_errors', 0)} skipped -> {store.path}")
-    return {**summary, "store": str(store.path)}
+def finish_run(cfg: DictConfig, out: Path, results: dict[str, Any], metrics: dict[str, float],
+               images: dict[str, Path] | None = None, table: bool = True) -> dict[str, Any]:
+    """Write ``results.json`` (atomically), send metrics and images to the configured loggers,
+    print the one-line summary table and where the results are."""
+    write_json_atomic(out / "results.json", results)
+    log_run(build_loggers(cfg.get("logger")), OmegaConf.to_container(cfg, resolve=True), metrics, images or {})
+    if table:
+        print(markdown_table([summary_row(results)], SUMMARY_COLUMNS))
+    print(f"results -> {out / 'results.json'}")
+    return results

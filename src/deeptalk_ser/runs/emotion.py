@@ -1,4 +1,4 @@
-"""``evaluate.py``: emotion recognition / detection on utterance embeddings, fold by fold.
+"""``evaluate.py task=er|ed``: emotion recognition / detection on utterance embeddings, fold by fold.
 
 prepare manifest -> embeddings (reused store when manifest, encoder and windowing match) ->
 task labels -> protocol folds (speaker-disjointness checked) -> classifier per fold ->
@@ -10,41 +10,38 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from deeptalk_ser.utils.io import write_json_atomic
-from deeptalk_ser.utils.loggers import build_loggers, log_run
-from deeptalk_ser.evaluation.metrics import classification_metrics
-from deeptalk_ser.runs.common import embed_selected, prepare_data
-from deeptalk_ser.evaluation.protocols import check_disjoint, group_values, write_split_file
-from deeptalk_ser.utils.reporting import markdown_table, plot_confusion, summary_row, SUMMARY_COLUMNS
-from deeptalk_ser.evaluation.labels import EmotionTask
 from deeptalk_ser.embedding.windowing import describe_windowing
+from deeptalk_ser.evaluation.labels import EmotionLabels
+from deeptalk_ser.evaluation.metrics import classification_metrics
+from deeptalk_ser.evaluation.protocols import check_disjoint, group_values, write_split_file
+from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
+from deeptalk_ser.utils.reporting import plot_confusion
 
 log = logging.getLogger(__name__)
 
 
-def run_folds(X: np.ndarray, fine: np.ndarray, task: EmotionTask, folds: list, make_classifier, speakers: np.ndarray,
+def run_folds(X: np.ndarray, fine: np.ndarray, labels: EmotionLabels, folds: list, make_classifier, speakers: np.ndarray,
               speaker_independent: bool) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, str]:
     """Train and test one classifier per fold; returns per-fold records and pooled labels."""
-    y_task = task.to_task_labels(fine)
+    y_task = labels.to_task_labels(fine)
     pooled_true, pooled_pred, fold_records, backend = [], [], [], "none"
     for fold in folds:
         shared = check_disjoint(fold, speakers, speaker_independent)
         clf = make_classifier()
-        backend = clf.backend
+        backend = clf.resolved_backend
         y_train = fine[fold.train] if clf.uses_fine_labels else y_task[fold.train]
         clf.fit(X[fold.train], y_train)
         pred = clf.predict(X[fold.test])
         if clf.uses_fine_labels:
-            pred = task.to_task_labels(pred)
+            pred = labels.to_task_labels(pred)
         true = y_task[fold.test]
-        m = classification_metrics(true, pred, task.classes)
+        m = classification_metrics(true, pred, labels.classes)
         fold_records.append({"name": fold.name, "n_train": int(len(fold.train)), "n_test": int(len(fold.test)),
                              "speakers_shared": len(shared), **m})
         pooled_true.append(true)
@@ -53,44 +50,34 @@ def run_folds(X: np.ndarray, fine: np.ndarray, task: EmotionTask, folds: list, m
     return fold_records, np.concatenate(pooled_true), np.concatenate(pooled_pred), backend
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """The evaluate task (pure function of the composed config); returns the results dict."""
-    if cfg.task.name == "verification":
-        from deeptalk_ser.runs.verification import evaluate_verification
-
-        return evaluate_verification(cfg)
-    if cfg.task.name == "emotion_shift":
-        from deeptalk_ser.runs.emotion_shift import evaluate_emotion_shift
-
-        return evaluate_emotion_shift(cfg)
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """``evaluate.py task=er|ed``: the results dict, also written to ``results.json``."""
     t0 = time.perf_counter()
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(cfg)
-    task: EmotionTask = instantiate(cfg.task, _convert_="all")
-    candidates, _ = task.select(data.utts)  # only the task's utterances are embedded
+    out, data = start_run(cfg)
+    labels: EmotionLabels = instantiate(cfg.task.labels, _convert_="all")
+    candidates, _ = labels.select(data.utts)  # only the task's utterances are embedded
     if len(candidates) == 0:
-        raise ValueError(f"no {cfg.data.name} utterance has a label of task {task.name} ({sorted(task.label_map)})")
+        raise ValueError(f"no {cfg.data.name} utterance has a label of task {labels.name} ({sorted(labels.label_map)})")
     store, extraction, encoder_name, embedded = embed_selected(cfg, data, candidates, out / "extract_summary.json")
-    utts, fine = task.select(embedded)
+    utts, fine = labels.select(embedded)
     X = store.select([u.id for u in utts])
     protocol = instantiate(cfg.protocol, _convert_="all")
     folds = protocol.folds(utts, fine)
     split_hash = write_split_file(out / "splits.json", protocol, folds, utts)  # the exact folds, hashed
     speakers = group_values(utts, "speaker")
     make_classifier = instantiate(cfg.classifier, _partial_=True, _convert_="all")
-    fold_records, y_true, y_pred, backend = run_folds(X, fine, task, folds, make_classifier, speakers,
+    fold_records, y_true, y_pred, backend = run_folds(X, fine, labels, folds, make_classifier, speakers,
                                                       protocol.speaker_independent)
 
-    pooled = classification_metrics(y_true, y_pred, task.classes)
+    pooled = classification_metrics(y_true, y_pred, labels.classes)
     ua_folds = np.array([f["ua"] for f in fold_records])
     wa_folds = np.array([f["wa"] for f in fold_records])
     results: dict[str, Any] = {
-        "task": task.name, "data": cfg.data.name, "protocol": protocol.name, "encoder": encoder_name,
+        "task": labels.name, "data": cfg.data.name, "protocol": protocol.name, "encoder": encoder_name,
         "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
         "classifier": cfg.classifier.get("name", "classifier"), "backend": backend,
-        "n_utterances": len(utts), "n_speakers": len(set(speakers)), "n_folds": len(folds), "classes": task.classes,
-        "class_counts": {c: int(np.sum(task.to_task_labels(fine) == c)) for c in task.classes},
+        "n_utterances": len(utts), "n_speakers": len(set(speakers)), "n_folds": len(folds), "classes": labels.classes,
+        "class_counts": {c: int(np.sum(labels.to_task_labels(fine) == c)) for c in labels.classes},
         **{k: pooled[k] for k in ("wa", "ua", "macro_f1", "f1_per_class", "recall_per_class", "confusion")},
         "wa_fold_mean": float(wa_folds.mean()), "wa_fold_std": float(wa_folds.std()),
         "ua_fold_mean": float(np.nanmean(ua_folds)), "ua_fold_std": float(np.nanstd(ua_folds)),
@@ -106,12 +93,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     if not protocol.speaker_independent:
         results["warning"] = "speaker-DEPENDENT protocol: train and test may share speakers"
-    write_json_atomic(out / "results.json", results)
-    png = plot_confusion(pooled["confusion"], task.classes, out / "confusion.png",
-                         f"{cfg.data.name} {task.name} {encoder_name}+{results['classifier']} ({protocol.name}) UA={pooled['ua']:.3f}")
+    png = plot_confusion(pooled["confusion"], labels.classes, out / "confusion.png",
+                         f"{cfg.data.name} {labels.name} {encoder_name}+{results['classifier']} ({protocol.name}) UA={pooled['ua']:.3f}")
     metrics = {f"test/{k}": results[k] for k in ("wa", "ua", "macro_f1", "ua_fold_mean", "ua_fold_std")}
     metrics.update({f"test/f1_{c}": v for c, v in pooled["f1_per_class"].items()})
-    log_run(build_loggers(cfg.get("logger")), OmegaConf.to_container(cfg, resolve=True), metrics, {"test/confusion": png})
-    print(markdown_table([summary_row(results)], SUMMARY_COLUMNS))
-    print(f"results -> {out / 'results.json'}")
-    return results
+    return finish_run(cfg, out, results, metrics, {"test/confusion": png})

@@ -8,26 +8,21 @@ trial list used is written into the run directory so a result names its exact tr
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from deeptalk_ser.utils.errors import DataError
-from deeptalk_ser.utils.io import write_json_atomic
-from deeptalk_ser.utils.loggers import build_loggers, log_run
-from deeptalk_ser.runs.common import embed_selected, prepare_data
-from deeptalk_ser.utils.reporting import SUMMARY_COLUMNS, markdown_table, summary_row
-from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.data.trials import generate_trials, read_trials, write_trials
+from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.evaluation.verification import score_verification
+from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
+from deeptalk_ser.utils.errors import DataError
 
 
-def evaluate_verification(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """``evaluate.py task=verification``: the results dict, also written to ``results.json``."""
     t0 = time.perf_counter()
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(cfg)
+    out, data = start_run(cfg)
     split = cfg.task.get("split")
     if cfg.task.get("trials"):  # a trial list names its utterances, whatever their split
         trials = read_trials(cfg.task.trials)
@@ -56,9 +51,5 @@ def evaluate_verification(cfg: DictConfig) -> dict[str, Any]:
                "n_trials_dropped": len(trials) - len(scored), **res,
                "encoder_config": store.meta.get("key", {}), "extraction": extraction,
                "wall_seconds": time.perf_counter() - t0}
-    write_json_atomic(out / "results.json", results)
     metrics = {"test/eer": res["eer"], **{f"test/min_dcf_{k}": v for k, v in res["min_dcf"].items()}}
-    log_run(build_loggers(cfg.get("logger")), OmegaConf.to_container(cfg, resolve=True), metrics, {})
-    print(markdown_table([summary_row(results)], SUMMARY_COLUMNS))
-    print(f"results -> {out / 'results.json'}")
-    return results
+    return finish_run(cfg, out, results, metrics)

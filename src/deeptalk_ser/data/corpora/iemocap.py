@@ -18,7 +18,7 @@ Conventions:
 - dimensional ratings (means on 1-5) go to ``valence``/``activation``/``dominance``. Their
   order inside the bracket is taken from the file's ``%`` header when it names it (the
   release's header reads ``[V, A, D]``), else :data:`DEFAULT_DIMENSION_ORDER`. This order is
-  "well known but not re-verified" in CORPORA.md, hence the header check.
+  "well known but not re-verified" in docs/corpora.md, hence the header check.
 - ``split`` is None: IEMOCAP has no official split; protocols use ``session`` (1..5).
 - other extras: ``label_raw``, ``session`` (int), ``dialog``, ``gender`` (of the speaker, f/m),
   ``improvised`` (bool; False = scripted), ``start``/``end`` (s, within the dialog).
@@ -49,7 +49,7 @@ IEMOCAP_EMOTIONS: dict[str, str | None] = {
     "xxx": None,
 }
 #: Order of the three ratings in a summary line's last bracket, used when the file's header
-#: does not state it. The release header says ``[V, A, D]`` (CORPORA.md marks it "check").
+#: does not state it. The release header says ``[V, A, D]`` (docs/corpora.md marks it "check").
 DEFAULT_DIMENSION_ORDER = ("valence", "activation", "dominance")
 _DIMENSION_LETTERS = {"V": "valence", "A": "activation", "D": "dominance"}
 SESSIONS = (1, 2, 3, 4, 5)

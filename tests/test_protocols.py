@@ -1,71 +1,22 @@
-"""Emotion tasks (ER/ED label selection and mapping) and evaluation protocols (folds)."""
+"""Evaluation protocols: folds, speaker-disjointness checks, split files."""
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn import model_selection
 
 from deeptalk_ser.data.manifest import Utterance
-from deeptalk_ser.evaluation.protocols import (FixedSplit, Fold, GroupKFold, LeaveOneGroupOut, SpeakerLeakError,
-                                    check_disjoint, group_values)
-from deeptalk_ser.evaluation.labels import make_task
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
-
-ER = dict(name="er", classes=["angry", "sad", "happy", "neutral"],
-          label_map={"angry": "angry", "sad": "sad", "happy": "happy", "neutral": "neutral", "excited": "happy"})
-ED = dict(name="ed", classes=["neutral", "emotional"], label_map=ER["label_map"],
-          coarse_map={"angry": "emotional", "sad": "emotional", "happy": "emotional", "neutral": "neutral"})
+from deeptalk_ser.evaluation.protocols import (FixedSplitProtocol, Fold, GroupHoldoutProtocol, GroupKFoldProtocol,
+                                               LeaveOneGroupOutProtocol, SpeakerLeakError, check_disjoint, group_values)
 
 LABELS = ["angry", "boredom", "sad", "excited", "disgust", "happy", "neutral", None, "fear", "sad"]
 
 
 def _utts(labels=LABELS) -> list[Utterance]:
     return [Utterance(id=f"u{i}", path=f"{i}.wav", speaker=f"s{i % 3}", label=lab) for i, lab in enumerate(labels)]
-
-
-# ------------------------------------------------------------------------ tasks
-
-
-def test_er_selection_drops_other_emotions_and_maps_excited():
-    task = make_task(**ER)
-    kept, fine = task.select(_utts())
-    assert [u.id for u in kept] == ["u0", "u2", "u3", "u5", "u6", "u9"]
-    assert fine.tolist() == ["angry", "sad", "happy", "happy", "neutral", "sad"]
-    assert task.to_task_labels(fine).tolist() == fine.tolist()  # no coarse map: identity
-    assert task.fine_classes == ["angry", "sad", "happy", "neutral"]
-
-
-def test_ed_coarse_mapping():
-    task = make_task(**ED)
-    kept, fine = task.select(_utts())
-    assert fine.tolist() == ["angry", "sad", "happy", "happy", "neutral", "sad"]
-    assert task.to_task_labels(fine).tolist() == ["emotional", "emotional", "emotional", "emotional",
-                                                  "neutral", "emotional"]
-    assert task.fine_classes == ["angry", "sad", "happy", "neutral"]
-
-
-def test_mismatched_classes_are_refused():
-    with pytest.raises(ValueError, match="happy"):
-        make_task("er3", ["angry", "sad", "neutral"], ER["label_map"])  # happy mapped but not declared
-    with pytest.raises(ValueError):
-        make_task("er5", ["angry", "sad", "happy", "neutral", "fear"], ER["label_map"])  # fear never mapped
-    with pytest.raises(ValueError):
-        make_task("ed", ["neutral", "emotional"], ER["label_map"], {"angry": "emotional"})  # sad/happy unmapped
-
-
-@pytest.mark.parametrize("name,expected", [("er", ER), ("ed", ED)])
-def test_task_configs_instantiate(name, expected):
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    task = instantiate(OmegaConf.load(CONF / f"{name}.yaml"), _convert_="all")
-    assert task.name == expected["name"] and task.classes == expected["classes"]
-    assert task.label_map == expected["label_map"]
-    assert task.coarse_map == expected.get("coarse_map", {})
 
 
 # -------------------------------------------------------------------- protocols
@@ -94,7 +45,7 @@ def _rows_once(folds, n):
 def test_loso_each_row_tested_once_and_disjoint():
     utts = _speaker_utts({"a": "m", "b": "f", "c": "f"}, per_speaker=4)
     spk = group_values(utts, "speaker")
-    folds = LeaveOneGroupOut().folds(utts, np.array(["sad"] * 12))
+    folds = LeaveOneGroupOutProtocol().folds(utts, np.array(["sad"] * 12))
     assert [f.name for f in folds] == ["speaker=a", "speaker=b", "speaker=c"]
     _rows_once(folds, 12)
     assert folds[1].test.tolist() == [4, 5, 6, 7]
@@ -102,16 +53,31 @@ def test_loso_each_row_tested_once_and_disjoint():
         assert check_disjoint(f, spk, speaker_independent=True) == []
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_loso_matches_sklearn_leave_one_group_out(seed):
+    rng = np.random.default_rng(seed)
+    spk = [f"s{int(i)}" for i in rng.integers(0, 7, 60)]  # unsorted, uneven groups
+    utts = [Utterance(id=f"u{i}", path="x.wav", speaker=s, label="sad") for i, s in enumerate(spk)]
+    folds = LeaveOneGroupOutProtocol().folds(utts, np.array(["sad"] * 60))
+    ref = list(model_selection.LeaveOneGroupOut().split(np.zeros((60, 1)), groups=np.array(spk)))
+    assert [f.name for f in folds] == [f"speaker={s}" for s in sorted(set(spk))]
+    assert len(folds) == len(ref)
+    for f, (train, test) in zip(folds, ref):
+        np.testing.assert_array_equal(f.train, train)
+        np.testing.assert_array_equal(f.test, test)
+        assert {spk[i] for i in f.test} == {f.name.split("=")[1]}
+
+
 def test_loso_by_extra_key_session():
     utts = _speaker_utts(TEN, per_speaker=1)
-    folds = LeaveOneGroupOut(group_by="session").folds(utts, np.array(["sad"] * 10))
+    folds = LeaveOneGroupOutProtocol(group_by="session").folds(utts, np.array(["sad"] * 10))
     assert len(folds) == 5 and folds[0].test.tolist() == [0, 1]  # s0, s1 -> session S0
     _rows_once(folds, 10)
 
 
 def test_loso_needs_two_groups():
     with pytest.raises(ValueError, match="at least 2"):
-        LeaveOneGroupOut().folds(_speaker_utts({"a": "m"}), np.array(["sad"] * 3))
+        LeaveOneGroupOutProtocol().folds(_speaker_utts({"a": "m"}), np.array(["sad"] * 3))
 
 
 def test_group_value_missing_is_an_error():
@@ -122,7 +88,7 @@ def test_group_value_missing_is_an_error():
 def test_group_kfold_speaker_disjoint_k_folds():
     utts = _speaker_utts(TEN)
     spk = group_values(utts, "speaker")
-    folds = GroupKFold(k=5, seed=3).folds(utts, np.array(["sad"] * 30))
+    folds = GroupKFoldProtocol(k=5, seed=3).folds(utts, np.array(["sad"] * 30))
     assert len(folds) == 5
     _rows_once(folds, 30)
     for f in folds:
@@ -133,10 +99,10 @@ def test_group_kfold_speaker_disjoint_k_folds():
 
 def test_group_kfold_seeded_determinism():
     utts = _speaker_utts(TEN)
-    a = GroupKFold(k=5, seed=7).assign(utts)
-    b = GroupKFold(k=5, seed=7).assign(list(utts))
+    a = GroupKFoldProtocol(k=5, seed=7).assign(utts)
+    b = GroupKFoldProtocol(k=5, seed=7).assign(list(utts))
     assert a == b
-    others = [GroupKFold(k=5, seed=s).assign(utts) for s in range(1, 6)]
+    others = [GroupKFoldProtocol(k=5, seed=s).assign(utts) for s in range(1, 6)]
     assert any(o != a for o in others)  # the seed matters
 
 
@@ -144,7 +110,7 @@ def test_group_kfold_seeded_determinism():
 def test_group_kfold_stratify_by_gender_balances_folds(seed):
     utts = _speaker_utts(TEN)
     gender = {u.speaker: u.extra["gender"] for u in utts}
-    assign = GroupKFold(k=5, seed=seed, stratify_by="gender").assign(utts)
+    assign = GroupKFoldProtocol(k=5, seed=seed, stratify_by="gender").assign(utts)
     for fold in range(5):
         in_fold = [s for s, f in assign.items() if f == fold]
         assert sorted(gender[s] for s in in_fold) == ["f", "m"]
@@ -153,23 +119,48 @@ def test_group_kfold_stratify_by_gender_balances_folds(seed):
 def test_group_kfold_stratify_uneven_strata():
     spk = {f"s{i}": ("f" if i < 6 else "m") for i in range(10)}  # 6 f + 4 m, 2 folds
     utts = _speaker_utts(spk, per_speaker=1)
-    assign = GroupKFold(k=2, seed=0, stratify_by="gender").assign(utts)
+    assign = GroupKFoldProtocol(k=2, seed=0, stratify_by="gender").assign(utts)
     for fold in range(2):
         assert Counter(spk[s] for s, f in assign.items() if f == fold) == {"f": 3, "m": 2}
 
 
 def test_group_kfold_needs_k_groups():
     with pytest.raises(ValueError, match="5 folds"):
-        GroupKFold(k=5).folds(_speaker_utts({"a": "m", "b": "f", "c": "m"}), np.array(["sad"] * 9))
+        GroupKFoldProtocol(k=5).folds(_speaker_utts({"a": "m", "b": "f", "c": "m"}), np.array(["sad"] * 9))
 
 
 def test_fixed_split():
     utts = _speaker_utts({"s0": "m", "s1": "f", "s2": "m", "s3": "f"}, per_speaker=2, with_split=True)
-    (fold,) = FixedSplit().folds(utts, np.array(["sad"] * 8))
+    (fold,) = FixedSplitProtocol().folds(utts, np.array(["sad"] * 8))
     assert fold.name == "test"
     assert fold.test.tolist() == [0, 1, 2, 3] and fold.train.tolist() == [4, 5, 6, 7]
     with pytest.raises(ValueError, match="0 test rows"):
-        FixedSplit(test_splits=["dev"]).folds(utts, np.array(["sad"] * 8))
+        FixedSplitProtocol(test_splits=["dev"]).folds(utts, np.array(["sad"] * 8))
+
+
+def test_group_holdout_is_train_test_split_of_the_population():
+    from sklearn.model_selection import train_test_split
+
+    population = [str(a) for a in range(1001, 1092)]
+    train, test = GroupHoldoutProtocol(test_size=0.3, seed=600).draw(population)
+    ref_train, ref_test = train_test_split(population, test_size=0.3, random_state=600)
+    assert (train, test) == (ref_train, ref_test) and (len(train), len(test)) == (63, 28)
+    perm = np.random.RandomState(600).permutation(91)  # the documented draw
+    assert test == [population[i] for i in perm[:28]] and train == [population[i] for i in perm[28:]]
+
+
+def test_group_holdout_pinned_groups_keep_the_draw_when_groups_are_absent():
+    spk = {f"s{i}": "m" for i in range(10)}
+    utts = _speaker_utts(spk, per_speaker=2)
+    pinned = [f"s{i}" for i in range(12)][::-1]  # given order kept, two groups without rows
+    proto = GroupHoldoutProtocol(test_size=0.25, seed=4, groups=pinned)
+    train_groups, test_groups = proto.draw(pinned)
+    (fold,) = proto.folds(utts, np.array(["sad"] * 20))
+    spk_arr = group_values(utts, "speaker")
+    assert set(spk_arr[fold.test]) == set(test_groups) & set(spk)
+    assert set(spk_arr[fold.train]) == set(train_groups) & set(spk)
+    with pytest.raises(ValueError, match="not in protocol.groups"):
+        GroupHoldoutProtocol(groups=pinned[:5]).folds(utts, np.array(["sad"] * 20))
 
 
 def test_check_disjoint_raises_or_reports():

@@ -1,0 +1,314 @@
+"""Shards of an extraction: the plan, atomic shard files, the resume scan and the merge check.
+
+The plan cuts the manifest into contiguous shards that depend only on the manifest and the
+shard size, never on the number of processes, so a restart with other ranks keeps every
+finished shard. Design: docs/design/extraction.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from deeptalk_ser.embedding.store import EmbeddingStore
+from deeptalk_ser.utils.errors import AudioError
+from deeptalk_ser.utils.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SHARD_RE = re.compile(r"^rank(\d+)-(\d+)\.npz$")
+#: Shards per rank the automatic cap aims at, so that small manifests still spread over all ranks.
+MIN_SHARDS_PER_RANK = 4
+REASONS = ("short", "error")
+
+
+class ExtractionIncomplete(RuntimeError):
+    """The shards do not account for every manifest utterance (names the missing ids)."""
+
+
+@dataclass
+class ExtractionSummary:
+    utterances_in: int = 0
+    embedded: int = 0
+    dropped_short: list[str] = field(default_factory=list)
+    skipped_errors: list[dict[str, str]] = field(default_factory=list)
+    windows: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(vars(self))
+        d["n_dropped_short"], d["n_skipped_errors"] = len(self.dropped_short), len(self.skipped_errors)
+        d["real_time_factor"] = self.wall_seconds / self.audio_seconds if self.audio_seconds else None
+        d["audio_s_per_s"] = self.audio_seconds / self.wall_seconds if self.wall_seconds else None
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# The shard plan
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    n: int
+    shard_size: int
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n // self.shard_size) if self.n else 0
+
+    def bounds(self, k: int) -> tuple[int, int]:
+        return k * self.shard_size, min(self.n, (k + 1) * self.shard_size)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"n": self.n, "shard_size": self.shard_size}
+
+
+def choose_shard_size(n: int, requested: int, world_size: int) -> int:
+    """``requested``, capped so that every rank gets about ``MIN_SHARDS_PER_RANK`` shards."""
+    if requested < 1:
+        raise ValueError(f"extract.shard_size must be positive, got {requested}")
+    cap = max(1, -(-n // (MIN_SHARDS_PER_RANK * max(1, world_size))))
+    return max(1, min(requested, cap))
+
+
+def work_key(key: dict[str, Any]) -> dict[str, Any]:
+    """The store key without ``on_error``: what a shard's content depends on."""
+    return {k: v for k, v in key.items() if k != "on_error"}
+
+
+def load_or_create_plan(work_dir: Path, n: int, shard_size: int, wkey: dict[str, Any]) -> ShardPlan:
+    """The plan of the first attempt (kept so its shards stay valid), else a new one."""
+    path = work_dir / "plan.json"
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            saved = {}
+        if saved.get("work_key") == wkey and saved.get("n") == n and int(saved.get("shard_size", 0)) >= 1:
+            if saved["shard_size"] != shard_size:
+                log.info("resuming with the shard plan of the first attempt (shard_size %d, not %d)",
+                         saved["shard_size"], shard_size)
+            return ShardPlan(n, int(saved["shard_size"]))
+        log.warning("%s belongs to other work; starting a new plan", path)
+    plan = ShardPlan(n, shard_size)
+    write_json_atomic(path, {**plan.to_dict(), "work_key": wkey})
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# Shard files
+
+
+def shard_name(rank: int, k: int) -> str:
+    return f"rank{rank}-{k:05d}.npz"
+
+
+def write_shard(shard_dir: Path, rank: int, k: int, plan: ShardPlan, key_hash: str, dim: int,
+                records: Sequence[dict[str, Any]], manifest_ids: Sequence[str]) -> Path:
+    """Write shard ``k`` atomically from per-utterance records (covering exactly its range)."""
+    start, stop = plan.bounds(k)
+    records = sorted(records, key=lambda r: r["pos"])
+    if [r["pos"] for r in records] != list(range(start, stop)):
+        raise ExtractionIncomplete(f"shard {k} records do not cover positions {start}..{stop - 1}")
+    kept = [r for r in records if r["emb"] is not None]
+    dropped = [r for r in records if r["emb"] is None]
+    return write_shard_arrays(
+        shard_dir, rank, k, plan, key_hash,
+        positions=np.array([r["pos"] for r in kept], np.int64),
+        ids=[manifest_ids[r["pos"]] for r in kept],
+        embeddings=(np.stack([r["emb"] for r in kept]) if kept else np.zeros((0, dim), np.float32)),
+        dropped_positions=np.array([r["pos"] for r in dropped], np.int64),
+        dropped_ids=[manifest_ids[r["pos"]] for r in dropped],
+        dropped_reasons=[r["reason"] for r in dropped],
+        dropped_paths=[r.get("path") or "" for r in dropped],
+        dropped_messages=[r.get("message") or "" for r in dropped],
+        windows=sum(r["windows"] for r in records), audio_seconds=sum(r["seconds"] for r in records))
+
+
+def write_shard_arrays(shard_dir: Path, rank: int, k: int, plan: ShardPlan, key_hash: str, *,
+                       positions: np.ndarray, ids: Sequence[str], embeddings: np.ndarray,
+                       dropped_positions: np.ndarray | None = None, dropped_ids: Sequence[str] = (),
+                       dropped_reasons: Sequence[str] = (), dropped_paths: Sequence[str] = (),
+                       dropped_messages: Sequence[str] = (), windows: int = 0, audio_seconds: float = 0.0) -> Path:
+    """Write ``shard_dir/rank{rank}-{k:05d}.npz`` (temporary name, fsync, rename): the shard's
+    own index (number, position range, key hash, embedded and dropped positions and ids, drop
+    reasons) plus its float32 rows."""
+    start, stop = plan.bounds(k)
+
+    def strings(x: Sequence[str]) -> np.ndarray:
+        return np.array(list(x), dtype=str).reshape(-1)
+
+    arrays = {
+        "shard": np.int64(k), "start": np.int64(start), "stop": np.int64(stop), "rank": np.int64(rank),
+        "key_hash": np.array(key_hash),
+        "positions": np.asarray(positions, np.int64).reshape(-1), "ids": strings(ids),
+        "embeddings": np.asarray(embeddings, np.float32),
+        "dropped_positions": np.asarray(dropped_positions if dropped_positions is not None else [], np.int64).reshape(-1),
+        "dropped_ids": strings(dropped_ids), "dropped_reasons": strings(dropped_reasons),
+        "dropped_paths": strings(dropped_paths), "dropped_messages": strings(dropped_messages),
+        "windows": np.int64(windows), "audio_seconds": np.float64(audio_seconds),
+    }
+    final = shard_dir / shard_name(rank, k)
+    tmp = shard_dir / f".{final.name}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+@dataclass
+class ShardInfo:
+    """A finished, checked shard: its index without the embedding rows."""
+
+    k: int
+    path: Path
+    positions: np.ndarray
+    dropped_positions: np.ndarray
+    dropped_reasons: np.ndarray
+    dropped_paths: np.ndarray
+    dropped_messages: np.ndarray
+    windows: int
+    audio_seconds: float
+
+
+def _npz_shape(z: Any, name: str) -> tuple[int, ...]:
+    """Shape of an ``.npz`` member from its header, without reading the data."""
+    with z.zip.open(f"{name}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(f)
+    return tuple(shape)
+
+
+def read_shard_index(path: Path, k: int, plan: ShardPlan, key_hash: str, manifest_ids: np.ndarray) -> ShardInfo:
+    """Read and check one shard's index; ``ValueError`` says why it cannot be used."""
+    with np.load(path, allow_pickle=False) as z:
+        if int(z["shard"]) != k or str(z["key_hash"]) != key_hash:
+            raise ValueError("belongs to another shard or key")
+        start, stop = plan.bounds(k)
+        if (int(z["start"]), int(z["stop"])) != (start, stop):
+            raise ValueError(f"covers {int(z['start'])}..{int(z['stop'])}, the plan says {start}..{stop}")
+        pos, dpos = z["positions"], z["dropped_positions"]
+        covered = np.sort(np.concatenate([pos, dpos]))
+        if not np.array_equal(covered, np.arange(start, stop)):
+            raise ValueError("its embedded and dropped positions do not tile its range")
+        if not (np.array_equal(z["ids"], manifest_ids[pos]) and np.array_equal(z["dropped_ids"], manifest_ids[dpos])):
+            raise ValueError("its ids differ from the manifest's")
+        if _npz_shape(z, "embeddings")[0] != len(pos):
+            raise ValueError("embedding rows do not match its ids")
+        reasons = z["dropped_reasons"]
+        if not np.isin(reasons, REASONS).all():
+            raise ValueError("unknown drop reason")
+        return ShardInfo(k, path, pos, dpos, reasons, z["dropped_paths"], z["dropped_messages"],
+                         int(z["windows"]), float(z["audio_seconds"]))
+
+
+def scan_shards(shard_dir: Path, plan: ShardPlan, key_hash: str, manifest_ids: np.ndarray,
+                clean: bool = False) -> dict[int, ShardInfo]:
+    """Finished shards by index. ``clean`` (rank 0 only) removes temporary and invalid files.
+
+    If two valid files hold the same shard (e.g. two ranks after a change of world size), the
+    first by name is used and the other ignored: a shard never counts twice."""
+    found: dict[int, ShardInfo] = {}
+    if not shard_dir.is_dir():
+        return found
+    for path in sorted(shard_dir.iterdir()):
+        if path.name.endswith(".tmp"):
+            if clean:
+                path.unlink(missing_ok=True)  # a write interrupted by a kill
+            continue
+        m = SHARD_RE.match(path.name)
+        if not m:
+            continue
+        k = int(m.group(2))
+        if k >= plan.n_shards:
+            problem = "beyond the plan"
+        else:
+            try:
+                info = read_shard_index(path, k, plan, key_hash, manifest_ids)
+            except Exception as exc:  # unreadable, truncated, foreign: redo that shard
+                problem = str(exc)
+            else:
+                if k in found:
+                    log.warning("shard %d exists twice (%s, %s): using the first", k, found[k].path.name, path.name)
+                else:
+                    found[k] = info
+                continue
+        log.warning("ignoring shard file %s: %s", path, problem)
+        if clean:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def first_error(infos: dict[int, ShardInfo]) -> AudioError | None:
+    """The first (manifest order) file a finished shard dropped as unreadable."""
+    for k in sorted(infos):
+        info = infos[k]
+        for p, reason, path, msg in sorted(zip(info.dropped_positions.tolist(), info.dropped_reasons.tolist(),
+                                               info.dropped_paths.tolist(), info.dropped_messages.tolist())):
+            if reason == "error":
+                return AudioError(path, msg)
+    return None
+
+
+def merge_shards(infos: dict[int, ShardInfo], plan: ShardPlan, manifest_ids: np.ndarray, store_path: Path,
+                 dim: int, key: Any, dtype: str = "float32", extra: dict[str, Any] | None = None,
+                 t0: float | None = None) -> tuple[EmbeddingStore, dict[str, Any]]:
+    """Check coverage and write the store (rows in manifest order, one shard in memory).
+
+    Returns the store and the extraction summary (``extra`` added; wall time since ``t0``),
+    which is also the store's ``meta["summary"]``."""
+    n = plan.n
+    count = np.zeros(n, np.int32)
+    for info in infos.values():
+        np.add.at(count, info.positions, 1)
+        np.add.at(count, info.dropped_positions, 1)
+    missing = np.flatnonzero(count == 0)
+    if len(missing):
+        names = manifest_ids[missing[:20]].tolist()
+        raise ExtractionIncomplete(f"{len(missing)} of {n} manifest utterances are neither embedded nor dropped "
+                                   f"(missing shards?): {names}{' ...' if len(missing) > 20 else ''}")
+    twice = np.flatnonzero(count > 1)
+    if len(twice):  # cannot happen with one file per shard index; never count an utterance twice
+        raise ExtractionIncomplete(f"{len(twice)} utterances are in more than one shard: "
+                                   f"{manifest_ids[twice[:20]].tolist()}")
+    order = [infos[k] for k in sorted(infos)]
+    summary = ExtractionSummary(utterances_in=n)
+    drops = sorted((int(p), str(r), str(path), str(msg), str(manifest_ids[p]))
+                   for info in order
+                   for p, r, path, msg in zip(info.dropped_positions, info.dropped_reasons,
+                                              info.dropped_paths, info.dropped_messages))
+    summary.dropped_short = [uid for _, r, _, _, uid in drops if r == "short"]
+    summary.skipped_errors = [{"id": uid, "path": path, "reason": msg} for _, r, path, msg, uid in drops if r == "error"]
+    summary.windows = int(sum(i.windows for i in order))
+    summary.audio_seconds = float(sum(i.audio_seconds for i in order))
+    positions = np.concatenate([i.positions for i in order]) if order else np.zeros(0, np.int64)
+    ids = manifest_ids[positions].tolist()
+    summary.embedded = len(ids)
+
+    def rows():
+        for info in order:
+            if len(info.positions):
+                with np.load(info.path, allow_pickle=False) as z:
+                    emb = z["embeddings"]
+                if emb.shape != (len(info.positions), dim):
+                    raise ExtractionIncomplete(f"{info.path}: embeddings of shape {emb.shape}, "
+                                               f"expected {(len(info.positions), dim)}")
+                yield emb
+
+    if t0 is not None:
+        summary.wall_seconds = time.perf_counter() - t0
+    summary_d = {**summary.to_dict(), **(extra or {})}
+    store = EmbeddingStore.write_chunks(store_path, ids, rows(), dim, {"key": key, "summary": summary_d}, dtype=dtype)
+    return store, summary_d
