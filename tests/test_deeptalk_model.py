@@ -20,7 +20,7 @@ from deeptalk_ser.embedding.encoders.deeptalk import (CheckpointError, DeepTalkE
 
 SR = 8000
 
-# --- the reference checkpoint layout, written out from DEEPTALK_SPEC.md section 2.3 -------------
+# --- the reference checkpoint layout, written out from docs/deeptalk.md section 2.3 -------------
 FCNN_SHAPES = {0: (2, 1, 5, 1), 2: (4, 2, 5, 1), 4: (8, 4, 7, 1), 6: (16, 8, 9, 1), 8: (32, 16, 11, 1),
                11: (40, 32, 11, 1)}
 GST_CHANNELS = [1, 32, 32, 64, 64, 128, 128]

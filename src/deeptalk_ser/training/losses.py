@@ -2,7 +2,7 @@
 
 DeepTalk's paper says "triplet loss on speaker labels" (no margin or mining given; its DeepVOX
 front end used triplet training on L2-normalised embeddings); the reference code trains with
-the GE2E softmax loss. Both are offered (``docs/DEEPTALK_SPEC.md`` section 3).
+the GE2E softmax loss. Both are offered (``docs/deeptalk.md`` section 3).
 """
 
 from __future__ import annotations

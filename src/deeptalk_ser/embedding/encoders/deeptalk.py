@@ -1,6 +1,6 @@
 """The DeepTalk speaker encoder: DeepVOX learned filterbank + Global Style Token layer.
 
-A re-implementation from the spec (``docs/DEEPTALK_SPEC.md`` section 2) with the reference's
+A re-implementation from the spec (``docs/deeptalk.md`` section 2) with the reference's
 module names and tensor shapes, so that a reference ``model_GST.pt`` checkpoint loads into it
 unchanged: ``fCNN`` (DeepVOX, per-frame 1-D convolutions, kept as ``Conv2d`` with ``(k, 1)``
 kernels for state-dict compatibility), ``gst`` (reference encoder + style-token attention),
