@@ -15,13 +15,14 @@ import time
 import torch
 
 from _common import write_results
+from deeptalk_ser.training.losses import GE2ELoss, TripletLoss
 from deeptalk_ser.training.module import SpeakerEncoderModule
 
 SETTINGS = {"reference_32x10": (32, 10), "shipped_16x6": (16, 6)}
 
 
 def time_steps(P: int, K: int, loss: str, steps: int, crop: int = 200) -> float:
-    module = SpeakerEncoderModule(loss={"name": loss}, speakers_per_batch=P, utterances_per_speaker=K)
+    module = SpeakerEncoderModule(loss={"ge2e": GE2ELoss, "triplet": TripletLoss}[loss]())
     opt = module.configure_optimizers()
     frames = torch.randn(P * K, crop, 160)
     labels = torch.arange(P).repeat_interleave(K)

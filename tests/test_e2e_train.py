@@ -1,4 +1,5 @@
-"""End to end: train.py on a tiny generated Kaldi corpus: fit, kill + exact resume, DDP (gloo)."""
+"""End to end: train.py on a tiny generated Kaldi corpus: fit, kill + exact resume, DDP (gloo);
+and the trainer options it composes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from e2e_utils import read_json, run_script, speech_kaldi_tree
 from markers import PROJECT_ROOT
@@ -81,3 +84,17 @@ def test_ddp_two_cpu_processes(corpus: Path, tmp_path: Path) -> None:
     summary = read_json(run / "train_summary.json")
     assert summary["global_step"] == 2
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("option, precision, sync_bn", [("default", "32-true", False), ("cpu", "32-true", False),
+                                                        ("ddp", "32-true", False), ("gpu", "bf16-mixed", True)])
+def test_trainer_options_are_plain_trainer_arguments(option: str, precision: str, sync_bn: bool,
+                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Precision and sync-BN come from the YAML as they are (CPU-safe unless trainer=gpu)."""
+    monkeypatch.setenv("PROJECT_ROOT", str(PROJECT_ROOT))
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"trainer={option}", f"trainer.default_root_dir={tmp_path}"])
+    assert cfg.trainer.precision == precision and cfg.trainer.get("sync_batchnorm", False) == sync_bn
+    accelerator = {"accelerator": "cpu"} if option == "gpu" else {}  # no GPU needed to check the rest
+    trainer = instantiate(cfg.trainer, logger=False, **accelerator)
+    assert trainer.precision == precision

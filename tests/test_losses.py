@@ -1,12 +1,19 @@
-"""Triplet and GE2E losses against small cases computed with plain numpy loops."""
+"""Triplet and GE2E losses against small cases computed with plain numpy loops; the
+``conf/loss`` options; the training module's use of them (state-dict layout, no branching)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from deeptalk_ser.training.losses import GE2ELoss, TripletLoss, pairwise_distances
+from deeptalk_ser.training.losses import GE2ELoss, SpeakerLoss, TripletLoss, group_by_speaker, pairwise_distances
+
+LOSS_CONFS = sorted((Path(__file__).resolve().parents[1] / "conf" / "loss").glob("*.yaml"))
 
 # 2 speakers x 2 utterances on the unit circle (angles in degrees)
 ANGLES = np.deg2rad([0.0, 40.0, 70.0, 180.0])
@@ -159,7 +166,9 @@ def test_ge2e_shares_model_parameters_and_clamps_weight() -> None:
     from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkNet
 
     net = DeepTalkNet()
-    loss_fn = GE2ELoss(weight=net.similarity_weight, bias=net.similarity_bias)
+    loss_fn = GE2ELoss()
+    loss_fn.bind(net)
+    assert loss_fn.weight is net.similarity_weight and loss_fn.bias is net.similarity_bias
     e = torch.nn.functional.normalize(torch.randn(2, 3, 4), dim=2, eps=1e-12)
     loss_fn(e).backward()
     assert net.similarity_weight.grad is not None and net.similarity_weight.grad.abs().item() > 0
@@ -169,3 +178,61 @@ def test_ge2e_shares_model_parameters_and_clamps_weight() -> None:
     assert loss_fn(e).item() == pytest.approx(np.log(2), abs=1e-4)
     with pytest.raises(ValueError):
         loss_fn(e[:, :1])
+
+
+def test_ge2e_takes_a_speaker_ordered_flat_batch() -> None:
+    torch.manual_seed(2)
+    e = torch.randn(3, 4, 6)
+    labels = torch.tensor([7, 7, 7, 7, 2, 2, 2, 2, 5, 5, 5, 5])
+    loss_fn = GE2ELoss()
+    assert loss_fn(e.reshape(12, 6), labels).item() == pytest.approx(loss_fn(e).item(), rel=1e-6)
+    assert torch.equal(group_by_speaker(e.reshape(12, 6), labels), e)
+    for bad in ([7, 7, 7, 2, 2, 2, 2, 2, 5, 5, 5, 5],   # unequal runs
+                [7, 7, 7, 7, 2, 2, 2, 2, 7, 7, 7, 7],   # a speaker twice
+                [7, 2, 7, 2, 7, 2, 7, 2, 5, 5, 5, 5]):  # not speaker-ordered
+        with pytest.raises(ValueError):
+            loss_fn(e.reshape(12, 6), torch.tensor(bad))
+    with pytest.raises(ValueError):
+        loss_fn(e.reshape(12, 6))
+
+
+@pytest.mark.parametrize("path", LOSS_CONFS, ids=lambda p: p.stem)
+def test_loss_configs_instantiate_to_working_losses(path: Path) -> None:
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    name = cfg.pop("name")
+    assert name == path.stem
+    loss_fn = instantiate(cfg)
+    assert isinstance(loss_fn, SpeakerLoss)
+    P, K, dim = 4, 3, 16
+    emb = torch.nn.functional.normalize(torch.randn(P * K, dim), dim=1).requires_grad_()
+    labels = torch.arange(P).repeat_interleave(K)
+    loss = loss_fn(emb, labels)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert emb.grad is not None and torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
+
+
+def test_module_state_dict_layout_and_ge2e_scalars_in_the_net() -> None:
+    """Keys are those of earlier checkpoints (exact resume) and the trained GE2E scalars are the
+    network's own (so exported encoders keep them)."""
+    from deeptalk_ser.training.module import SpeakerEncoderModule
+
+    ge2e = SpeakerEncoderModule(loss=GE2ELoss())
+    keys = set(ge2e.state_dict())
+    assert {"net.similarity_weight", "net.similarity_bias", "loss_fn.weight", "loss_fn.bias"} <= keys
+    assert all(k.startswith(("net.", "loss_fn.")) for k in keys)
+    triplet = SpeakerEncoderModule(loss=TripletLoss())
+    assert set(triplet.state_dict()) == {k for k in keys if k.startswith("net.")}
+    # parameters (so the optimiser's state) in the same order as the bare network's
+    assert [p.data_ptr() for p in ge2e.parameters()] == [p.data_ptr() for p in ge2e.net.parameters()]
+
+    torch.manual_seed(3)
+    P, K = 3, 2
+    frames = torch.randn(P * K, 40, 160)
+    labels = torch.arange(P).repeat_interleave(K)
+    opt = ge2e.configure_optimizers()
+    ge2e.compute_loss(ge2e(frames), labels).backward()
+    opt.step()
+    assert ge2e.net.similarity_weight.item() != 10.0
+    assert ge2e.state_dict()["loss_fn.weight"].item() == ge2e.net.similarity_weight.item()
+    assert set(ge2e.loss_fn.metrics()) == {"ge2e_w"} and triplet.loss_fn.metrics() == {}

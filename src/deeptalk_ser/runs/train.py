@@ -2,17 +2,16 @@
 
 Composes the manifest (the data config's ``train_split``), the encoder's front end, the
 speaker-balanced datamodule, the module, loggers and callbacks; resumes exactly from
-``ckpt_path``. Mixed precision selects itself: bf16 autocast on a GPU, fp32 on the CPU.
+``ckpt_path``. The loss is ``conf/loss``'s ``_target_``; precision, strategy and sync-BN are
+plain Trainer arguments in ``conf/trainer`` (``trainer=gpu`` for bf16 autocast).
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,16 +21,6 @@ from deeptalk_ser.utils.loggers import build_loggers
 from deeptalk_ser.runs.common import prepare_data
 from deeptalk_ser.training.data import SpeakerDataModule
 from deeptalk_ser.training.module import SpeakerEncoderModule
-
-log = logging.getLogger(__name__)
-
-
-def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """``auto``: bf16 autocast when training runs on a GPU, fp32 otherwise."""
-    if precision != "auto":
-        return precision
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if on_gpu else "32-true"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -53,21 +42,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm = SpeakerDataModule(utts, frontend, t.speakers_per_batch, t.utterances_per_speaker, t.crop_frames,
                            t.batches_per_epoch, t.val_speakers, seed=cfg.seed, num_workers=t.num_workers,
                            on_error=cfg.data.get("on_error", "raise"))
-    module = SpeakerEncoderModule(loss=OmegaConf.to_container(cfg.loss, resolve=True), lr=t.lr, grad_clip=t.grad_clip,
-                                  speakers_per_batch=t.speakers_per_batch, utterances_per_speaker=t.utterances_per_speaker,
-                                  seed=cfg.seed)
+    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
+    loss_name = loss_cfg.pop("name", None)  # for the record only; not a loss argument
+    module = SpeakerEncoderModule(loss=instantiate(loss_cfg), lr=t.lr, grad_clip=t.grad_clip, seed=cfg.seed)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_kwargs["precision"] = resolve_precision(trainer_kwargs.get("precision", "auto"),
-                                                    str(trainer_kwargs.get("accelerator", "auto")))
-    if trainer_kwargs.get("sync_batchnorm") and (trainer_kwargs.get("accelerator") == "cpu" or not torch.cuda.is_available()):
-        log.info("sync_batchnorm needs CUDA; off for this CPU run")  # GPU runs keep it
-        trainer_kwargs["sync_batchnorm"] = False
-    trainer = instantiate(trainer_kwargs, callbacks=callbacks, logger=build_loggers(cfg.get("logger")) or False,
+    loggers = build_loggers(cfg.get("logger"))
+    for lg in loggers:  # the module's own hyper-parameters are logged by Lightning
+        lg.log_hyperparams({"loss": {"name": loss_name, **loss_cfg},
+                            "training": OmegaConf.to_container(t, resolve=True)})
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           use_distributed_sampler=False, _convert_="all")
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     ckpt_cb = trainer.checkpoint_callback
     summary = {
+        "loss": loss_name,
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "best_model_path": getattr(ckpt_cb, "best_model_path", None),

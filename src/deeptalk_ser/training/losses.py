@@ -2,7 +2,8 @@
 
 DeepTalk's paper says "triplet loss on speaker labels" (no margin or mining given; its DeepVOX
 front end used triplet training on L2-normalised embeddings); the reference code trains with
-the GE2E softmax loss. Both are offered (``docs/deeptalk.md`` section 3).
+the GE2E softmax loss. Both are offered (``docs/deeptalk.md`` section 3), as
+:class:`SpeakerLoss` modules that ``conf/loss/*.yaml`` instantiate by ``_target_``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,21 @@ from torch import nn
 
 Mining = Literal["batch_hard", "semi_hard"]
 Distance = Literal["euclidean", "cosine"]
+
+
+class SpeakerLoss(nn.Module):
+    """What the training module needs of a loss, so that it never asks which loss it has.
+
+    ``forward(embeddings (N, D), labels (N,))`` on a speaker-ordered P x K batch (each loss
+    views the batch as it needs); :meth:`bind` lets a loss train state that the network's
+    checkpoint format stores; :meth:`metrics` are scalars worth logging every step.
+    """
+
+    def bind(self, net: nn.Module) -> None:
+        """Share learnable state with ``net`` (called once by the training module)."""
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {}
 
 
 def pairwise_distances(embeddings: torch.Tensor, distance: Distance = "euclidean") -> torch.Tensor:
@@ -34,7 +50,7 @@ def pairwise_distances(embeddings: torch.Tensor, distance: Distance = "euclidean
     raise ValueError(f"unknown distance {distance!r}; use 'euclidean' or 'cosine'")
 
 
-class TripletLoss(nn.Module):
+class TripletLoss(SpeakerLoss):
     """Triplet loss with online mining inside a batch of embeddings with integer speaker labels.
 
     ``batch_hard`` (Hermans et al. 2017): every anchor with at least one positive and one
@@ -55,6 +71,9 @@ class TripletLoss(nn.Module):
         self.margin = float(margin)
         self.mining = mining
         self.distance = distance
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, mining={self.mining!r}, distance={self.distance!r}"
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
@@ -101,30 +120,60 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return _ScaleGrad.apply(x, scale)
 
 
-class GE2ELoss(nn.Module):
+def group_by_speaker(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, D) embeddings of P speakers x K utterances, ordered speaker by speaker -> (P, K, D).
+
+    Raises unless the labels are P runs of the same length K of distinct speakers: a batch in
+    another order would silently pair utterances of different speakers.
+    """
+    if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+        raise ValueError(f"expected (N, D) embeddings and (N,) labels, got {tuple(embeddings.shape)} "
+                         f"and {tuple(labels.shape)}")
+    speakers, counts = torch.unique_consecutive(labels, return_counts=True)
+    n_utt = int(counts[0])
+    if not bool((counts == n_utt).all()) or len(torch.unique(speakers)) != len(speakers):
+        raise ValueError(f"labels are not speaker-ordered P x K (run lengths {counts.tolist()})")
+    return embeddings.reshape(len(speakers), n_utt, embeddings.shape[1])
+
+
+class GE2ELoss(SpeakerLoss):
     """Generalised end-to-end softmax loss (Wan et al. 2018), as the DeepTalk reference trains.
 
-    Input: embeddings (speakers, utterances, dim), utterances >= 2. Each utterance is compared
-    with every speaker's centroid (mean of that speaker's utterances, re-normalised); for its own
-    speaker the centroid excludes the utterance itself. Similarity ``w * cos + b``; the loss is
-    the cross-entropy of every utterance against its own speaker, averaged.
+    Input: a speaker-ordered (N, D) batch with its labels, or (speakers, utterances, dim)
+    embeddings; utterances >= 2. Each utterance is compared with every speaker's centroid (mean
+    of that speaker's utterances, re-normalised); for its own speaker the centroid excludes the
+    utterance itself. Similarity ``w * cos + b``; the loss is the cross-entropy of every
+    utterance against its own speaker, averaged.
 
     ``w`` and ``b`` are learnable, initialised 10 / -5, with their gradients multiplied by 0.01
     (the reference's ``do_gradient_ops``; done in the graph, so a later gradient clip sees the
-    scaled values as in the reference) and ``w`` clamped to >= 1e-6 in use. Pass a model's own
-    parameters (``weight=net.similarity_weight, bias=net.similarity_bias``) to train those; they
-    are then shared, not copied. Note ``b`` gets no gradient: a constant shift of all logits does
-    not change a softmax.
+    scaled values as in the reference) and ``w`` clamped to >= 1e-6 in use. :meth:`bind` makes
+    them the network's ``similarity_weight`` / ``similarity_bias`` (shared, not copied): the
+    reference checkpoint layout, which exported encoders keep, stores them there. Note ``b``
+    gets no gradient: a constant shift of all logits does not change a softmax.
     """
 
-    def __init__(self, weight: nn.Parameter | None = None, bias: nn.Parameter | None = None,
-                 init_weight: float = 10.0, init_bias: float = -5.0, grad_scale: float = 0.01,
+    def __init__(self, init_weight: float = 10.0, init_bias: float = -5.0, grad_scale: float = 0.01,
                  min_weight: float = 1e-6) -> None:
         super().__init__()
-        self.weight = weight if weight is not None else nn.Parameter(torch.tensor([float(init_weight)]))
-        self.bias = bias if bias is not None else nn.Parameter(torch.tensor([float(init_bias)]))
+        self.weight = nn.Parameter(torch.tensor([float(init_weight)]))
+        self.bias = nn.Parameter(torch.tensor([float(init_bias)]))
         self.grad_scale = float(grad_scale)
         self.min_weight = float(min_weight)
+
+    def extra_repr(self) -> str:
+        return f"grad_scale={self.grad_scale}, min_weight={self.min_weight}"
+
+    def bind(self, net: nn.Module) -> None:
+        """Train ``net.similarity_weight`` / ``similarity_bias``, starting from this loss's values."""
+        with torch.no_grad():
+            net.similarity_weight.copy_(self.weight)
+            net.similarity_bias.copy_(self.bias)
+        self.weight = net.similarity_weight
+        self.bias = net.similarity_bias
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"ge2e_w": self.weight.detach().float().squeeze()}
 
     def similarity_matrix(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(S, U, D) -> (S, U, S) scaled similarities of every utterance to every centroid."""
@@ -143,7 +192,11 @@ class GE2ELoss(nn.Module):
         b = scale_grad(self.bias, self.grad_scale)
         return cos * w + b
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if embeddings.ndim == 2:
+            if labels is None:
+                raise ValueError("GE2ELoss on (N, D) embeddings needs the speaker labels")
+            embeddings = group_by_speaker(embeddings, labels)
         n_spk, n_utt = embeddings.shape[:2]
         logits = self.similarity_matrix(embeddings).reshape(n_spk * n_utt, n_spk)
         target = torch.arange(n_spk, device=embeddings.device).repeat_interleave(n_utt)

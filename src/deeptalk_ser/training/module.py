@@ -1,70 +1,57 @@
-"""LightningModule for speaker-encoder pretraining (DeepTalk with triplet or GE2E loss).
+"""LightningModule for speaker-encoder pretraining (DeepTalk with a :class:`SpeakerLoss`).
 
 A batch is P speakers x K crops, ordered speaker by speaker (see SpeakerBatchSampler), so the
-GE2E loss can view it as (P, K, dim). Validation embeds whole held-out utterances with the
+GE2E loss can view it as (P, K, dim). Step throughput is ``ThroughputMonitor``'s
+(``conf/callbacks/default.yaml``). Validation embeds whole held-out utterances with the
 reference's 200-frame partials and reports the EER of all target pairs plus as many sampled
 non-target pairs (fixed seed).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 
 from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkNet, build_net
-from deeptalk_ser.training.losses import GE2ELoss, TripletLoss
+from deeptalk_ser.training.losses import SpeakerLoss
 from deeptalk_ser.data.trials import generate_trials
 from deeptalk_ser.evaluation.verification import score_verification
 
 
+def batch_utterances(batch: Any) -> int:
+    """Utterances in a batch, for ``ThroughputMonitor``: P x K crops, or 1 validation utterance."""
+    frames = batch[0]
+    return len(frames) if isinstance(frames, torch.Tensor) else 1
+
+
 class SpeakerEncoderModule(L.LightningModule):
-    def __init__(self, loss: dict[str, Any], lr: float = 1e-4, grad_clip: float = 3.0,
-                 speakers_per_batch: int = 32, utterances_per_speaker: int = 10, seed: int = 0,
+    #: Not counted; set so that ThroughputMonitor reports no FLOPs instead of warning about them.
+    flops_per_batch: int | None = None
+
+    def __init__(self, loss: SpeakerLoss, lr: float = 1e-4, grad_clip: float = 3.0, seed: int = 0,
                  val_trial_seed: int = 0) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["loss"])  # the loss is a module: saved in the state dict
         self.net: DeepTalkNet = build_net(seed)
-        name = loss.get("name")
-        if name == "ge2e":
-            # the GE2E scalars live in the network, as in the reference checkpoints
-            self.loss_fn: nn.Module = GE2ELoss(weight=self.net.similarity_weight, bias=self.net.similarity_bias,
-                                               grad_scale=loss.get("grad_scale", 0.01))
-        elif name == "triplet":
-            self.loss_fn = TripletLoss(margin=loss.get("margin", 0.2), mining=loss.get("mining", "batch_hard"),
-                                       distance=loss.get("distance", "euclidean"))
-        else:
-            raise ValueError(f"loss.name must be 'triplet' or 'ge2e', got {name!r}")
-        self.loss_name = name
-        self.automatic_optimization = True
-        self._t_last: float | None = None
+        loss.bind(self.net)
+        self.loss_fn = loss  # registered after the net: parameter (and optimiser state) order as before
         self._val_emb: dict[int, np.ndarray] = {}
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.net(frames)
 
     def compute_loss(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.loss_name == "ge2e":
-            P, K = self.hparams.speakers_per_batch, self.hparams.utterances_per_speaker
-            return self.loss_fn(emb.reshape(P, K, -1))
         return self.loss_fn(emb, labels)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         frames, labels = batch
         loss = self.compute_loss(self.net(frames), labels)
-        now = time.perf_counter()
-        if self._t_last is not None:
-            dt = now - self._t_last
-            self.log("train/s_per_step", dt, on_step=True, prog_bar=False)
-            self.log("train/utt_per_s", len(labels) * self.trainer.world_size / dt, on_step=True, prog_bar=True)
-        self._t_last = now
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        if self.loss_name == "ge2e":
-            self.log("train/ge2e_w", self.net.similarity_weight.detach().float().squeeze(), on_step=True)
+        for name, value in self.loss_fn.metrics().items():
+            self.log(f"train/{name}", value, on_step=True)
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -97,6 +84,3 @@ class SpeakerEncoderModule(L.LightningModule):
         res = score_verification(emb, {u.id: r for r, u in enumerate(utts)}, trials)
         self.log("val/eer", float(res["eer"]), prog_bar=True, sync_dist=False)
         self.log("val/min_dcf_p0.01", float(res["min_dcf"]["p0.01"]), sync_dist=False)
-
-    def on_train_epoch_start(self) -> None:
-        self._t_last = None

@@ -25,7 +25,7 @@ import logging
 import math
 import pickle
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -179,7 +179,7 @@ class DeepTalkNet(nn.Module):
 
     ``similarity_weight`` / ``similarity_bias`` are the GE2E loss scalars (init 10 / -5). They
     are not used by :meth:`forward`; they live here so a checkpoint round-trips with them (hand
-    them to :class:`deeptalk_ser.training.losses.GE2ELoss` when training with GE2E).
+    them with :meth:`deeptalk_ser.training.losses.GE2ELoss.bind` when training with GE2E).
     """
 
     def __init__(self) -> None:
@@ -201,11 +201,6 @@ class DeepTalkNet(nn.Module):
         """(B, T, 160) z-scored frames -> (B, 256) L2-normalised embeddings."""
         return self.embed_filterbank(self.filterbank(frames))
 
-    def forward_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters on the embedding path (everything but the GE2E scalars)."""
-        yield from self.fCNN.parameters()
-        yield from self.gst.parameters()
-
 
 def build_net(seed: int = RANDOM_INIT_SEED) -> DeepTalkNet:
     """A freshly initialised :class:`DeepTalkNet`, reproducible and without touching global RNG."""
@@ -226,23 +221,43 @@ class CheckpointError(RuntimeError):
         super().__init__(f"{self.path}: {problem}")
 
 
-def _torch_load(path: str | Path) -> Any:
-    """Load a checkpoint on CPU, tensors-only if possible.
+def _checkpoint_safe_types() -> list[Any]:
+    """What a Lightning checkpoint holds besides tensors: its hyper-parameters as OmegaConf
+    containers. Data only (no callables), so allowed in a tensors-only load."""
+    import collections
+    import typing
 
-    Lightning checkpoints that stored hyper-parameters as config objects cannot be read with
-    ``weights_only=True``; those fall back to a full unpickle (the file is the user's own).
-    """
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode
+
+    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, dict, list, int,
+            collections.defaultdict]
+
+
+def _torch_load(path: str | Path, trust: bool = False) -> Any:
+    """Load a checkpoint on CPU, tensors-only (a pickle can run code when it is loaded).
+
+    A file that holds other objects is refused unless ``trust`` (``encoder.trust_checkpoint=true``)
+    says it comes from someone the user trusts."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_checkpoint_safe_types()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
-            raise CheckpointError(path, f"cannot be read by torch.load: {exc!r}") from exc
+        if not trust:
+            if "unsupported global" in str(exc).lower():
+                raise CheckpointError(path, "holds objects other than tensors and plain containers; loading it "
+                                            "could run code. Export the weights (training/export.py) or, only for "
+                                            "a file you trust, set encoder.trust_checkpoint=true") from exc
+            raise CheckpointError(path, "cannot be read by torch.load as a tensors-only checkpoint (a corrupt file, "
+                                        "or pickled objects: encoder.trust_checkpoint=true reads those, only for a "
+                                        f"file you trust): {exc!r}") from exc
     except Exception as exc:  # a corrupt file can fail in many ways inside the unpickler
         raise CheckpointError(path, f"cannot be read by torch.load: {exc!r}") from exc
-    log.warning("%s holds non-tensor objects; loading it with full unpickling (trusted file)", path)
+    log.warning("%s holds non-tensor objects; full unpickling because encoder.trust_checkpoint=true", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -274,13 +289,13 @@ def _load_checked(model: nn.Module, state: Mapping[str, Any], path: str | Path,
     model.load_state_dict(given, strict=False)  # everything was checked above
 
 
-def load_reference_checkpoint(model: DeepTalkNet, path: str | Path) -> int | None:
+def load_reference_checkpoint(model: DeepTalkNet, path: str | Path, trust: bool = False) -> int | None:
     """Load a reference ``torch.save({"step", "model_state", "optimizer_state"})`` file.
 
     The unused ``OneDCNN.*``, ``lstm.*`` and ``linear.*`` blocks are ignored by name; anything
     else missing, unexpected or mis-shaped raises :class:`CheckpointError`. Returns the step.
     """
-    obj = _torch_load(path)
+    obj = _torch_load(path, trust)
     if not isinstance(obj, Mapping) or "model_state" not in obj:
         raise CheckpointError(path, "not a reference DeepTalk checkpoint (no 'model_state' entry)")
     _load_checked(model, obj["model_state"], path, REFERENCE_UNUSED_PREFIXES)
@@ -305,17 +320,17 @@ def _own_state(obj: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_checkpoint(model: DeepTalkNet, path: str | Path) -> str:
+def load_checkpoint(model: DeepTalkNet, path: str | Path, trust: bool = False) -> str:
     """Load any supported checkpoint into ``model``; returns a description of what was loaded.
 
     Format detection: a dict with ``model_state`` is a reference checkpoint; a dict with
     ``state_dict`` is a Lightning checkpoint; any other dict is a plain ``state_dict()`` file.
     """
-    obj = _torch_load(path)
+    obj = _torch_load(path, trust)
     if not isinstance(obj, Mapping):
         raise CheckpointError(path, f"expected a dict, got {type(obj).__name__}")
     if "model_state" in obj:
-        step = load_reference_checkpoint(model, path)
+        step = load_reference_checkpoint(model, path, trust)
         return f"reference checkpoint (step {step})"
     kind = "Lightning checkpoint" if isinstance(obj.get("state_dict"), Mapping) else "state dict"
     _load_checked(model, _own_state(obj, path), path)
@@ -401,7 +416,8 @@ class DeepTalkEncoder(SpeakerEncoder):
     ``checkpoint``: ``None`` for a random (seeded) initialisation, which is only good for tests
     and plumbing, or a path to a reference ``model_GST.pt``-style file, a Lightning checkpoint or
     a ``state_dict()`` file (see :func:`load_checkpoint`). ``bf16`` enables bfloat16 autocast on
-    CUDA (ignored on CPU, which always runs fp32).
+    CUDA (ignored on CPU, which always runs fp32). ``trust_checkpoint`` allows a checkpoint that
+    is not tensors-only to be unpickled (which can run code): only for files you trust.
 
     Windows whose frames were all dropped (an all-zero window) get a NaN embedding: there is no
     embedding for them, and a NaN makes that visible instead of biasing an average.
@@ -413,7 +429,7 @@ class DeepTalkEncoder(SpeakerEncoder):
 
     def __init__(self, frontend: AudioFrontend | dict | None = None, device: str = "cpu",
                  checkpoint: str | None = None, batch_size: int = 256, bf16: bool = False,
-                 seed: int = RANDOM_INIT_SEED) -> None:
+                 seed: int = RANDOM_INIT_SEED, trust_checkpoint: bool = False) -> None:
         super().__init__(deeptalk_frontend() if frontend is None else frontend, device=device)
         if self.frontend.sample_rate != SAMPLE_RATE:
             raise ValueError(f"DeepTalk works on {SAMPLE_RATE} Hz audio (160-sample frames = 20 ms); "
@@ -432,7 +448,7 @@ class DeepTalkEncoder(SpeakerEncoder):
             log.warning("DeepTalk encoder has NO CHECKPOINT: random weights (seed %d). Its embeddings "
                         "carry no speaker information; use this only for tests.", seed)
         else:
-            loaded = load_checkpoint(self.net, self.checkpoint)
+            loaded = load_checkpoint(self.net, self.checkpoint, trust=trust_checkpoint)
             # the content hash, not the path, identifies the weights (two checkouts share caches)
             self._checkpoint_id = {"file": Path(self.checkpoint).name, "sha256": _sha256(self.checkpoint)}
             log.info("DeepTalk encoder: loaded %s from %s", loaded, self.checkpoint)

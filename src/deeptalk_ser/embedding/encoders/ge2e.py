@@ -57,7 +57,7 @@ class GE2EEncoder(SpeakerEncoder):
             raise ValueError(f"GE2E was trained on 16 kHz mels; frontend.sample_rate is {self.sample_rate}")
         self.weights = str(weights or resemblyzer_weights())
         self.net = GE2ENet()
-        state = torch.load(self.weights, map_location="cpu", weights_only=False)["model_state"]
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)["model_state"]  # tensors only: no code runs
         # The GE2E loss scalars are training-only; every network weight must match exactly.
         state = {k: v for k, v in state.items() if not k.startswith("similarity_")}
         self.net.load_state_dict(state, strict=True)
