@@ -14,7 +14,10 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    results = hydra.utils.get_method(cfg.task.runner)(cfg)  # the job of this task (conf/task/*.yaml)
+    from deeptalk_ser.utils.errors import report_user_errors
+
+    with report_user_errors("evaluate.py"):
+        results = hydra.utils.get_method(cfg.task.runner)(cfg)  # the job of this task (conf/task/*.yaml)
     return float(results.get("ua", results.get("eer", float("nan"))))
 
 

@@ -16,9 +16,11 @@ from conftest import speech_like
 from markers import PROJECT_ROOT
 
 
-def run_script(script: str, *overrides: str, tmp: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(script: str, *overrides: str, tmp: Path, check: bool = True, timeout: int = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``env`` entries replace the defaults (e.g. ``{"HYDRA_FULL_ERROR": "0"}`` for the user's view)."""
     env = {**os.environ, "DEEPTALK_CACHE_DIR": str(tmp / "cache"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "HYDRA_FULL_ERROR": "1", "PYTHONWARNINGS": "ignore"}
+           "HYDRA_FULL_ERROR": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
     flags = [o for o in overrides if o.startswith("-")]  # e.g. -m must precede the overrides
     rest = [o for o in overrides if not o.startswith("-")]
     cmd = [sys.executable, str(PROJECT_ROOT / script), *flags, f"paths.log_dir={tmp / 'outputs'}", *rest]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.signal as ss
@@ -67,16 +69,15 @@ def test_missing_file(tmp_path):
 
 def test_header_only_file_holds_no_samples(tmp_path, write_wav):
     p = write_wav(tmp_path / "h.wav", 0.1, 16000)
-    p.write_bytes(p.read_bytes()[:44])
-    with pytest.raises(AudioError, match="no samples"):
+    p.write_bytes(p.read_bytes()[:44])  # the header still promises 0.1 s of data
+    with pytest.raises(AudioError, match="truncated"):
         load_audio(p)
 
 
-def test_truncated_file_detected_with_expected_frames(tmp_path, write_wav):
-    p = write_wav(tmp_path / "t.wav", 1.0, 16000)  # 16000 frames, 44-byte header
-    p.write_bytes(p.read_bytes()[: 44 + 2 * 1000])  # keep 1000 int16 frames
-    wav, _ = load_audio(p)  # libsndfile reads what is there
-    assert len(wav) == 1000
+def test_file_shorter_than_its_manifest_detected_with_expected_frames(tmp_path, write_wav):
+    p = write_wav(tmp_path / "t.wav", 1.0, 16000)  # rewritten shorter after the manifest was made
+    write_wav(p, 1000 / 16000, 16000)
+    assert len(load_audio(p)[0]) == 1000  # a complete (shorter) file
     with pytest.raises(AudioError, match="truncated") as ei:
         load_audio(p, expected_frames=16000)
     assert "t.wav" in str(ei.value)
@@ -224,3 +225,64 @@ def test_audio_error_survives_pickling():
     assert str(err) == "/data/x.wav:7: unreadable audio"
     plain = pickle.loads(pickle.dumps(DataError("/m.jsonl", "bad")))
     assert type(plain) is DataError and str(plain) == "/m.jsonl: bad"
+
+
+def _truncated_wav(path: Path, keep_data_bytes: int) -> Path:
+    """1 s of 44.1 kHz PCM16 (the header promises 88,200 data bytes), cut after ``keep_data_bytes``."""
+    sf.write(str(path), np.zeros(44100, dtype=np.float32) + 0.1, 44100, subtype="PCM_16")
+    with open(path, "r+b") as fh:
+        fh.truncate(44 + keep_data_bytes)
+    return path
+
+
+def test_truncated_wav_refused_at_header_and_decode(tmp_path):
+    from deeptalk_ser.data.audio.io import load_audio, read_header
+
+    p = _truncated_wav(tmp_path / "cut.wav", 44078)
+    with pytest.raises(AudioError, match="promises 88200 data bytes, the file holds 44078") as ei:
+        read_header(p)
+    assert ei.value.path == str(p)
+    with pytest.raises(AudioError, match="truncated"):
+        load_audio(p)
+    whole = tmp_path / "whole.wav"
+    sf.write(str(whole), np.zeros(44100, dtype=np.float32), 44100, subtype="PCM_16")
+    assert read_header(whole) == (1.0, 44100)
+
+
+def test_truncated_wav_skipped_and_listed_at_prepare(tmp_path, write_wav):
+    from deeptalk_ser.data.corpora.base import CorpusLoader
+    from deeptalk_ser.data.manifest import Utterance
+    from deeptalk_ser.data.prepare import prepare_manifest
+
+    class Flat(CorpusLoader):
+        def scan(self):
+            return [Utterance(id=p.stem, path=p.name, speaker="s") for p in sorted(self.root.glob("*.wav"))]
+
+    write_wav(tmp_path / "c" / "ok.wav", 0.5, 16000)
+    _truncated_wav(tmp_path / "c" / "cut.wav", 1000)
+    report = prepare_manifest(Flat(tmp_path / "c"), tmp_path / "m", on_error="skip")
+    assert report.n_utterances == 1
+    assert [s["id"] for s in report.skipped] == ["cut"] and "truncated" in report.skipped[0]["reason"]
+
+
+def test_truncated_flac_refused_at_decode(tmp_path):
+    from deeptalk_ser.data.audio.io import load_audio, read_header
+
+    p = tmp_path / "cut.flac"
+    rng = np.random.default_rng(0)
+    sf.write(str(p), (0.3 * rng.standard_normal(16000)).astype(np.float32), 8000, subtype="PCM_16")
+    size = p.stat().st_size
+    with open(p, "r+b") as fh:
+        fh.truncate(size // 2)
+    duration, sr = read_header(p)  # FLAC's STREAMINFO still promises 2 s
+    with pytest.raises(AudioError, match="truncated|unreadable"):
+        load_audio(p, expected_frames=round(duration * sr))
+
+
+def test_misscaled_float_wav_is_reported(tmp_path, caplog):
+    p = tmp_path / "loud.wav"
+    sf.write(str(p), np.array([0.0, 1000.0, -1000.0, 5.0] * 100, dtype=np.float32), 16000, subtype="FLOAT")
+    with caplog.at_level("WARNING", logger="deeptalk_ser.data.audio.io"):
+        wav, _ = load_audio(p)
+    assert wav.max() == 1000.0
+    assert "loud.wav" in caplog.text and "mis-scaled" in caplog.text

@@ -101,6 +101,13 @@ def test_egemaps_88d_finite_for_noise(egemaps):
     assert egemaps.embed_windows(np.stack([noise[:8000], noise[8000:]])).shape == (2, 88)
 
 
+def test_egemaps_silent_input_has_no_embedding(egemaps):
+    """Digital silence gave an all-zero row that passed for data; it is now dropped and counted."""
+    assert egemaps.embed_utterance(np.zeros(16000, np.float32)) is None
+    windows = egemaps.embed_windows(np.stack([np.zeros(8000, np.float32), np.full(8000, 0.01, np.float32)]))
+    assert np.isnan(windows[0]).all() and np.isfinite(windows[1]).all()
+
+
 @pytest.mark.parametrize("f0", [120.0, 200.0])
 def test_egemaps_pitch_of_a_voiced_signal(egemaps, speech_signal, f0):
     emb = egemaps.embed_utterance(speech_signal(1.0, 16000, f0=f0))

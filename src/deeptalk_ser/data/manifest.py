@@ -16,14 +16,15 @@ from typing import Any, Iterable, Sequence
 from deeptalk_ser.utils.errors import DataError
 from deeptalk_ser.utils.io import iter_lines, write_text_atomic
 
-CORE_KEYS = ("id", "path", "duration", "sample_rate", "speaker", "label", "split", "corpus")
+CORE_KEYS = ("id", "path", "duration", "sample_rate", "speaker", "label", "split", "corpus", "checksum")
 
 
 @dataclass
 class Utterance:
     """One manifest line. ``label`` is the corpus emotion mapped to a canonical name
     (angry, sad, happy, neutral, ...) or None for speaker-only corpora; the raw corpus code
-    goes to ``extra['label_raw']``. ``path`` is absolute or relative to the manifest's root."""
+    goes to ``extra['label_raw']``. ``path`` is absolute or relative to the manifest's root.
+    ``checksum`` (xxh3-64 of the file, filled by prepare) keys every cache built from the file."""
 
     id: str
     path: str
@@ -33,6 +34,7 @@ class Utterance:
     duration: float | None = None
     sample_rate: int | None = None
     corpus: str | None = None
+    checksum: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The ``prepare`` stage: corpus layout -> JSON-lines manifest, idempotent and incremental.
 
-Durations and sample rates come from audio headers (no decoding), read in parallel threads.
-A header cache keyed by (path, size, mtime) makes a re-run touch only new or changed files,
-and a stamp of the loader options + file listing skips the whole stage when nothing changed.
+Durations and sample rates come from audio headers (no decoding) and each file's content
+checksum from its bytes, both read in parallel threads. A cache keyed by (path, size, mtime,
+ctime, inode) makes a re-run touch only new or changed files, and a stamp of the loader options
++ file listing skips the whole stage when nothing changed. The checksum goes into the manifest,
+so every cache built from a file (embedding stores, the training store) is keyed by its content.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from deeptalk_ser.data.corpora.base import CorpusLoader
 from deeptalk_ser.data.audio.io import read_header
 from deeptalk_ser.utils.errors import AudioError, DataError
-from deeptalk_ser.utils.io import file_stat, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.utils.io import file_checksum, file_stat, stable_hash, write_json_atomic, write_text_atomic
 from deeptalk_ser.data.manifest import Utterance, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -34,8 +38,9 @@ class PrepareReport:
 
 
 def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = "raise",
-                     workers: int | None = None) -> PrepareReport:
-    """Write ``<out_dir>/manifest.jsonl`` for ``loader``; see module docstring."""
+                     workers: int | None = None, checksum: bool = True) -> PrepareReport:
+    """Write ``<out_dir>/manifest.jsonl`` for ``loader``; see module docstring. ``checksum=False``
+    (headers only, stat-keyed caches) exists as the baseline of ``benchmarks/prepare_speed.py``."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     out_dir = Path(out_dir)
@@ -52,7 +57,7 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
         stats = [file_stat(p) for p in abs_paths]
     else:
         abs_paths, stats = [], [[0, 0]] * len(utts)
-    stamp = stable_hash({"options": loader.options(), "on_error": on_error,
+    stamp = stable_hash({"options": loader.options(), "on_error": on_error, "checksum": checksum,
                          # whole records (extras too: an edited label file changes them) + file stats
                          "files": [[u.to_dict(), s] for u, s in zip(utts, stats)]})
     if stamp_path.is_file() and manifest_path.is_file():
@@ -64,14 +69,23 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
         return _finish(manifest_path, stamp_path, stamp, utts, headers_read=0, skipped=[], on_error=on_error)
 
     cache: dict[str, Any] = json.loads(header_cache_path.read_text()) if header_cache_path.is_file() else {}
-    todo = [i for i, (p, s) in enumerate(zip(abs_paths, stats)) if cache.get(p, [None, None])[:2] != s]
-    results: dict[int, tuple[float, int] | AudioError] = {}
+    n_stat = 4  # file_stat's fields; an entry is stat + [duration, rate, checksum or None]
 
-    def work(i: int) -> tuple[int, tuple[float, int] | AudioError]:
+    def stale(path: str, stat: list[int] | None) -> bool:
+        entry = cache.get(path)
+        return entry is None or entry[:n_stat] != stat or (checksum and (len(entry) <= n_stat + 2 or entry[n_stat + 2] is None))
+
+    todo = [i for i, (p, s) in enumerate(zip(abs_paths, stats)) if stale(p, s)]
+    results: dict[int, tuple[float, int, str | None] | AudioError] = {}
+
+    def work(i: int) -> tuple[int, tuple[float, int, str | None] | AudioError]:
         try:
-            return i, read_header(abs_paths[i])
+            dur, sr = read_header(abs_paths[i])
+            return i, (dur, sr, file_checksum(abs_paths[i]) if checksum else None)
         except AudioError as exc:
             return i, exc
+        except OSError as exc:  # vanished or unreadable between the listing and the read
+            return i, AudioError(abs_paths[i], f"cannot read file ({exc.strerror or exc})")
 
     with ThreadPoolExecutor(max_workers=workers or min(32, (os.cpu_count() or 1) * 4)) as pool:
         for i, res in pool.map(work, todo, chunksize=64):
@@ -91,8 +105,9 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
     for u, p in zip(utts, abs_paths):
         if u.id in bad:
             continue
-        _, _, dur, sr = cache[p]
+        dur, sr, *digest = cache[p][n_stat:]
         u.duration, u.sample_rate = round(float(dur), 6), int(sr)
+        u.checksum = digest[0] if checksum and digest else None
         u.path = p  # manifests carry absolute paths: no root needed downstream
         kept.append(u)
     if skipped:
@@ -110,6 +125,10 @@ def _finish(manifest_path: Path, stamp_path: Path, stamp: str, utts: list[Uttera
 
 
 def load_prepared(loader: CorpusLoader, out_dir: str | Path, on_error: str = "raise") -> tuple[list[Utterance], PrepareReport]:
-    """Prepare (or reuse) and read the manifest back."""
-    report = prepare_manifest(loader, out_dir, on_error=on_error)
+    """Prepare (or reuse) and read the manifest back. Runs sharing a cache (or the ranks of one
+    DDP run) take turns on a lock file beside the manifest: one writes, the others then reuse it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir / ".prepare.lock")):
+        report = prepare_manifest(loader, out_dir, on_error=on_error)
     return read_manifest(report.manifest), report

@@ -14,12 +14,14 @@ import logging
 import shutil
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -121,8 +123,9 @@ class ShardDataModule(pl.LightningDataModule):
     shards are pending (after cleaning the shard folder) and broadcasts that to every rank."""
 
     def __init__(self, utts: Sequence[Utterance], encoder: SpeakerEncoder, plan: ShardPlan, shard_dir: Path,
-                 key_hash: str, manifest_ids: np.ndarray, num_workers: int = 0) -> None:
+                 key_hash: str, manifest_ids: np.ndarray, num_workers: int = 0, nothing_pending: bool = False) -> None:
         super().__init__()
+        self.nothing_pending = nothing_pending  # the store exists (written by another run): only follow rank 0
         self.utts, self.encoder, self.plan, self.shard_dir = list(utts), encoder, plan, shard_dir
         self.key_hash, self.manifest_ids, self.num_workers = key_hash, manifest_ids, num_workers
         self.positions: list[int] = []
@@ -134,7 +137,8 @@ class ShardDataModule(pl.LightningDataModule):
         done = None
         if trainer.is_global_zero:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
-            done = sorted(scan_shards(self.shard_dir, self.plan, self.key_hash, self.manifest_ids, clean=True))
+            done = (list(range(self.plan.n_shards)) if self.nothing_pending else
+                    sorted(scan_shards(self.shard_dir, self.plan, self.key_hash, self.manifest_ids, clean=True)))
         plan_size, done = trainer.strategy.broadcast((self.plan.shard_size, done), src=0)
         if plan_size != self.plan.shard_size:
             raise RuntimeError(f"ranks disagree on the shard plan ({plan_size} vs {self.plan.shard_size})")
@@ -251,18 +255,49 @@ def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowi
             write_json_atomic(summary_path, found[1])
         return found
 
+    if progress is None:
+        progress = bool((trainer_cfg or {}).get("enable_progress_bar", True))
+    # One writer per store: a second run on the same cache waits here, then reuses what the first
+    # wrote (it never deletes the first run's shards). Only the process that becomes global rank 0
+    # locks; the other ranks of a DDP run follow it through the collectives of ``predict``.
+    lock = store_lock(path) if _launched_as_rank_zero() else nullcontext()
+    with lock:
+        return _extract_locked(utts, encoder, windowing, store_root, path, key, on_error, num_workers, dtype,
+                               shard_size, trainer_cfg, summary_path, progress, keep_shards)
+
+
+def store_lock(path: Path) -> FileLock:
+    """The lock file beside a store (``.<store>.lock``); says so when another run holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(f".{path.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+        lock.release()
+    except Timeout:
+        log.warning("another run is writing embedding store %s (lock %s): waiting for it", path, lock.lock_file)
+    return lock
+
+
+def _extract_locked(utts: list[Utterance], encoder: SpeakerEncoder, windowing: Windowing, store_root: Path,
+                    path: Path, key: dict[str, Any], on_error: str, num_workers: int, dtype: str, shard_size: int,
+                    trainer_cfg: dict[str, Any] | None, summary_path: str | Path | None, progress: bool,
+                    keep_shards: bool) -> tuple[EmbeddingStore | None, dict[str, Any]]:
+    """:func:`extract_or_reuse` once this process holds the store's lock (or is not rank 0)."""
     t0 = time.perf_counter()
     wkey = work_key(key)
     key_hash = stable_hash(wkey)
     work_dir = store_root / f".{encoder.name}-{key_hash}.work"
     shard_dir = work_dir / "shards"
     manifest_ids = np.array([u.id for u in utts], dtype=str).reshape(-1)
-    if progress is None:
-        progress = bool((trainer_cfg or {}).get("enable_progress_bar", True))
     writer = ShardWriter(shard_dir, key_hash, encoder.embedding_dim, manifest_ids.tolist(), progress=progress,
                          desc=f"extract[{encoder.name}]")
     trainer = build_trainer(trainer_cfg, [writer], encoder)
     world = trainer.world_size
+    finished_meanwhile = open_matching_store(path, key) if _launched_as_rank_zero() else None
+    if finished_meanwhile and world == 1:
+        if summary_path:
+            write_json_atomic(summary_path, finished_meanwhile[1])
+        return finished_meanwhile
     work_dir.mkdir(parents=True, exist_ok=True)
     plan = load_or_create_plan(work_dir, len(utts), choose_shard_size(len(utts), shard_size, world), wkey)
     done = scan_shards(shard_dir, plan, key_hash, manifest_ids)
@@ -271,12 +306,18 @@ def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowi
         raise err  # a finished shard (of an on_error=skip attempt) dropped this file
     if reused:
         log.info("resuming: %d of %d shard(s) already done in %s", reused, plan.n_shards, shard_dir)
-    if reused < plan.n_shards:
+    if finished_meanwhile or reused < plan.n_shards:
         module = ExtractionModule(encoder, windowing, on_error)
-        dm = ShardDataModule(utts, encoder, plan, shard_dir, key_hash, manifest_ids, num_workers)
+        dm = ShardDataModule(utts, encoder, plan, shard_dir, key_hash, manifest_ids, num_workers,
+                             nothing_pending=finished_meanwhile is not None)
         trainer.predict(module, datamodule=dm, return_predictions=False)
         if not trainer.is_global_zero:
             return None, {"rank": trainer.global_rank}
+        if finished_meanwhile:  # another run wrote the store while this DDP run waited for the lock
+            shutil.rmtree(work_dir, ignore_errors=True)
+            if summary_path:
+                write_json_atomic(summary_path, finished_meanwhile[1])
+            return finished_meanwhile
     elif not _launched_as_rank_zero():
         return None, {"rank": None}
 
@@ -287,7 +328,8 @@ def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowi
     store, summary_d = merge_shards(infos, plan, manifest_ids, path, encoder.embedding_dim, key, dtype=dtype,
                                     extra=extra, t0=t0)
     if summary_d["dropped_short"]:
-        log.warning("dropped %d utterance(s) shorter than one window, e.g. %s", len(summary_d["dropped_short"]),
+        log.warning("dropped %d utterance(s) shorter than one window or without signal (silent, no voiced "
+                    "frame), e.g. %s", len(summary_d["dropped_short"]),
                     summary_d["dropped_short"][:3])
     if summary_d["skipped_errors"]:
         log.warning("skipped %d unreadable file(s): %s", len(summary_d["skipped_errors"]),

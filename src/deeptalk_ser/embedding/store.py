@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -22,7 +21,7 @@ import numpy as np
 
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.utils.errors import DataError
-from deeptalk_ser.utils.io import file_stat, stable_hash
+from deeptalk_ser.utils.io import file_stat, make_temp_dir, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class EmbeddingStore:
         if any("\n" in i or "\r" in i for i in ids):
             raise ValueError("embedding store ids must not contain line breaks")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = make_temp_dir(path.parent, prefix=f".{path.name}.")
         try:
             header = np.lib.format.header_data_from_array_1_0(np.empty((0, dim), dtype=np.dtype(dtype)))
             header["shape"] = (len(ids), dim)
@@ -144,9 +143,11 @@ class EmbeddingStore:
 def store_key(utts: Sequence[Utterance], encoder: Any, windowing: Any, on_error: str,
               dtype: str = "float32") -> dict[str, Any]:
     """Everything that determines a store's content; a store is reused only if this matches.
-    The manifest part hashes the utterances to embed (ids, paths, header facts and file size /
-    mtime, so a re-encoded file is noticed), so a subset of a manifest gets its own store."""
-    listing = [[u.id, u.path, u.duration, u.sample_rate, file_stat(u.path)] for u in utts]
+    The manifest part hashes the utterances to embed (ids, paths, header facts and each file's
+    content checksum from prepare, so a file replaced by another is noticed even when its size
+    and mtime were kept; utterances without a checksum fall back to the file's stat), so a subset
+    of a manifest gets its own store."""
+    listing = [[u.id, u.path, u.duration, u.sample_rate, u.checksum or file_stat(u.path)] for u in utts]
     return {"manifest_hash": stable_hash(listing, 32), "n_utterances": len(utts), "encoder": encoder.config(),
             "windowing": windowing.describe(), "on_error": on_error, "dtype": dtype}
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from deeptalk_ser.utils.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Windowing:
@@ -22,10 +24,10 @@ class Windowing:
 
     def samples(self, sample_rate: int) -> tuple[int, int]:
         if self.window_s is None:
-            raise ValueError("utterance-level windowing has no window length")
+            raise ConfigError("encoder.windowing", "utterance-level windowing has no window length")
         win, hop = round(self.window_s * sample_rate), round(self.hop_s * sample_rate)
         if win <= 0 or hop <= 0:
-            raise ValueError(f"window ({self.window_s}s) and hop ({self.hop_s}s) must be positive")
+            raise ConfigError("encoder.windowing", f"window ({self.window_s}s) and hop ({self.hop_s}s) must be positive")
         return win, hop
 
     def n_windows(self, n_samples: int, sample_rate: int) -> int:

@@ -37,6 +37,7 @@ from sklearn.model_selection import LeaveOneGroupOut, ShuffleSplit
 
 from deeptalk_ser.utils.io import write_text_atomic
 from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.utils.errors import ConfigError
 
 SPLIT_FILE_VERSION = 1
 
@@ -130,10 +131,10 @@ class LeaveOneGroupOutProtocol(Protocol):
         groups = group_values(utts, self.group_by)
         uniq = sorted(set(groups))
         if len(uniq) < 2:
-            raise ValueError(f"leave-one-{self.group_by}-out needs at least 2 groups, got {uniq}")
+            raise ConfigError("protocol", f"leave-one-{self.group_by}-out needs at least 2 {self.group_by} groups, got {uniq}")
         if self.max_groups is not None and len(uniq) > self.max_groups:
-            raise ValueError(
-                f"leave-one-{self.group_by}-out over {len(uniq)} groups would train {len(uniq)} classifiers "
+            raise ConfigError(
+                "protocol.max_groups", f"leave-one-{self.group_by}-out over {len(uniq)} groups would train {len(uniq)} classifiers "
                 f"(protocol.max_groups={self.max_groups}); use the corpus's official split (e.g. "
                 "protocol=msp_official), protocol=group_kfold, or raise protocol.max_groups")
         dummy = np.zeros((len(groups), 1))
@@ -167,7 +168,7 @@ class GroupKFoldProtocol(Protocol):
                 raise ValueError(f"{self.group_by} {g} has two {self.stratify_by} values ({group_stratum[g]}, {s})")
         uniq = sorted(group_stratum)
         if len(uniq) < self.k:
-            raise ValueError(f"{self.k} folds need at least {self.k} {self.group_by} groups, got {len(uniq)}")
+            raise ConfigError("protocol.k", f"{self.k} folds need at least {self.k} {self.group_by} groups, the data has {len(uniq)}")
         rng = np.random.default_rng(self.seed)
         order = [uniq[i] for i in rng.permutation(len(uniq))]
         order.sort(key=lambda g: group_stratum[g])  # stable: seeded order kept within a stratum
@@ -195,7 +196,7 @@ class FixedSplitProtocol(Protocol):
         self.split_by, self.per_test_split = split_by, bool(per_test_split)
         both = sorted(set(self.train_splits) & set(self.test_splits))
         if both:
-            raise ValueError(f"fixed split: {both} named in both train_splits and test_splits")
+            raise ConfigError("protocol.test_splits", f"fixed split: {both} named in both train_splits and test_splits")
 
     def _fold_name(self, tests: Sequence[str]) -> str:
         joined = "+".join(tests)
@@ -241,7 +242,7 @@ class GroupHoldoutProtocol(Protocol):
     def __init__(self, test_size: float = 0.3, seed: int = 0, groups: Sequence[Any] | None = None, **kw) -> None:
         super().__init__(**kw)
         if not 0.0 < float(test_size) < 1.0:
-            raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+            raise ConfigError("protocol.test_size", f"must be in (0, 1), got {test_size}")
         self.test_size, self.seed = float(test_size), int(seed)
         self.groups = None if groups is None else [str(g) for g in groups]
         if self.groups is not None and len(set(self.groups)) != len(self.groups):

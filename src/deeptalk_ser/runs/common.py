@@ -39,7 +39,20 @@ def prepare_data(cfg: DictConfig) -> PreparedData:
     out_dir = Path(cfg.paths.cache_dir) / "manifests" / cfg.data.name
     utts, report = load_prepared(loader, out_dir, on_error=cfg.data.get("on_error", "raise"))
     log.info("manifest %s: %d utterances%s", report.manifest, report.n_utterances, " (reused)" if report.reused else "")
+    if report.skipped:  # said again on every run that reuses the manifest: the files are still left out
+        log.warning("%d file(s) skipped at prepare (data.on_error=skip), e.g. %s", len(report.skipped), report.skipped[0])
     return PreparedData(loader, utts, report)
+
+
+def with_prepare_skips(summary: dict[str, Any], data: PreparedData) -> dict[str, Any]:
+    """An extraction summary that also lists the files prepare skipped (they never reached it)."""
+    return {**summary, "skipped_at_prepare": data.report.skipped, "n_skipped_at_prepare": len(data.report.skipped)}
+
+
+def skip_line(summary: dict[str, Any]) -> str:
+    """What a run left out, for its final line: every skip at every stage, counted."""
+    return (f"{summary.get('n_skipped_at_prepare', 0)} skipped at prepare, {summary.get('n_skipped_errors', 0)} "
+            f"unreadable at extraction, {summary.get('n_dropped_short', 0)} dropped short or silent")
 
 
 def start_run(cfg: DictConfig) -> tuple[Path, PreparedData]:
@@ -88,6 +101,10 @@ def get_embeddings(cfg: DictConfig, data: PreparedData, utts: list[Utterance] | 
         on_error=cfg.data.get("on_error", "raise"), num_workers=cfg.extract.num_workers, dtype=cfg.extract.dtype,
         shard_size=cfg.extract.get("shard_size", 1000), trainer_cfg=trainer_cfg,  # type: ignore[arg-type]
         summary_path=summary_path, keep_shards=cfg.extract.get("keep_shards", False))
+    if store is not None:
+        summary = with_prepare_skips(summary, data)
+        if summary_path:
+            write_json_atomic(summary_path, {**summary, "store": str(store.path)})
     return store, summary, encoder.name
 
 
@@ -111,5 +128,6 @@ def finish_run(cfg: DictConfig, out: Path, results: dict[str, Any], metrics: dic
     log_run(build_loggers(cfg.get("logger")), OmegaConf.to_container(cfg, resolve=True), metrics, images or {})
     if table:
         print(markdown_table([summary_row(results)], SUMMARY_COLUMNS))
-    print(f"results -> {out / 'results.json'}")
+    extraction = results.get("extraction") or {}
+    print(f"results -> {out / 'results.json'} ({skip_line(extraction)})")
     return results

@@ -21,6 +21,7 @@ from deeptalk_ser.evaluation.labels import EmotionLabels
 from deeptalk_ser.evaluation.metrics import classification_metrics
 from deeptalk_ser.evaluation.protocols import check_disjoint, group_values, write_split_file
 from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
+from deeptalk_ser.utils.errors import ConfigError
 from deeptalk_ser.utils.reporting import plot_confusion
 
 log = logging.getLogger(__name__)
@@ -55,17 +56,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out, data = start_run(cfg)
     labels: EmotionLabels = instantiate(cfg.task.labels, _convert_="all")
-    candidates, _ = labels.select(data.utts)  # only the task's utterances are embedded
+    candidates, candidate_labels = labels.select(data.utts)  # only the task's utterances are embedded
     if len(candidates) == 0:
-        raise ValueError(f"no {cfg.data.name} utterance has a label of task {labels.name} ({sorted(labels.label_map)})")
+        raise ConfigError("task", f"no {cfg.data.name} utterance has a label of task {labels.name} "
+                                  f"({sorted(labels.label_map)})")
+    # refuse impossible classifier / protocol settings now, not after the whole extraction
+    make_classifier = instantiate(cfg.classifier, _partial_=True, _convert_="all")
+    make_classifier().check_params()
+    protocol = instantiate(cfg.protocol, _convert_="all")
+    protocol.folds(candidates, candidate_labels)
     store, extraction, encoder_name, embedded = embed_selected(cfg, data, candidates, out / "extract_summary.json")
     utts, fine = labels.select(embedded)
     X = store.select([u.id for u in utts])
-    protocol = instantiate(cfg.protocol, _convert_="all")
     folds = protocol.folds(utts, fine)
     split_hash = write_split_file(out / "splits.json", protocol, folds, utts)  # the exact folds, hashed
     speakers = group_values(utts, "speaker")
-    make_classifier = instantiate(cfg.classifier, _partial_=True, _convert_="all")
     fold_records, y_true, y_pred, backend = run_folds(X, fine, labels, folds, make_classifier, speakers,
                                                       protocol.speaker_independent)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from deeptalk_ser.runs.common import get_embeddings, start_run
+from deeptalk_ser.runs.common import get_embeddings, skip_line, start_run
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -15,6 +15,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     store, summary, name = get_embeddings(cfg, data, summary_path=out / "extract_summary.json")
     if store is None:  # a DDP rank other than 0: its shards are written, rank 0 merges
         return summary
-    print(f"[extract] {name}: {summary.get('embedded')} of {summary.get('utterances_in')} utterances embedded, "
-          f"{summary.get('n_dropped_short', 0)} dropped short, {summary.get('n_skipped_errors', 0)} skipped -> {store.path}")
+    print(f"[extract] {name}: {summary.get('embedded')} of {summary.get('utterances_in')} utterances embedded "
+          f"({skip_line(summary)}; listed in extract_summary.json) -> {store.path}")
     return {**summary, "store": str(store.path)}

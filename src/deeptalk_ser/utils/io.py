@@ -30,6 +30,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def make_temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A fresh folder in ``parent`` with the mode ``mkdir`` would give it (``mkdtemp`` makes
+    0700 folders, which, renamed into a shared cache, lock the rest of a lab group out)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -83,10 +91,29 @@ def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]
 
 
 def file_stat(path: str | Path) -> list[int] | None:
-    """``[size, mtime_ns]`` of a file (None if it is missing): the cheap change detector used by
-    prepare stamps, header caches, store keys and loaders' label-file fingerprints."""
+    """``[size, mtime_ns, ctime_ns, inode]`` of a file (None if it is missing): the cheap change
+    detector of prepare stamps, header caches and loaders' label-file fingerprints.
+
+    Size and mtime alone are fooled by a replacement that keeps both (``cp -p``, ``rsync -a``,
+    tools that restore timestamps); the inode-change time cannot be set by user code and the
+    inode changes when a file is replaced by rename, so either notices it. What is then reused
+    is decided by the content checksum (:func:`file_checksum`), recomputed only when this changes.
+    """
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def file_checksum(path: str | Path, chunk: int = 1 << 20) -> str:
+    """xxh3-64 of a file's bytes (hex): the content fingerprint in manifests and store keys.
+    Non-cryptographic on purpose (several GB/s); it guards caches against changed inputs, not
+    against an adversary."""
+    import xxhash
+
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

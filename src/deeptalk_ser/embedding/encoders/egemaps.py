@@ -25,6 +25,8 @@ class EGeMAPSEncoder(SpeakerEncoder):
         self.min_duration_s = min_duration_s
 
     def _one(self, wav: np.ndarray) -> np.ndarray:
+        if not np.any(wav):  # digital silence: openSMILE returns an all-zero row that looks like data
+            return np.full(self.embedding_dim, np.nan, dtype=np.float32)
         feats = self.smile.process_signal(wav, self.sample_rate).to_numpy()[0]
         return np.nan_to_num(feats.astype(np.float32))
 
@@ -34,7 +36,8 @@ class EGeMAPSEncoder(SpeakerEncoder):
     def embed_utterance(self, wav: np.ndarray) -> np.ndarray | None:
         if len(wav) < self.min_duration_s * self.sample_rate:
             return None
-        return self._one(wav)
+        feats = self._one(wav)
+        return None if np.isnan(feats).all() else feats
 
     def config(self) -> dict:
         return {**super().config(), "feature_set": "eGeMAPSv02", "level": "functionals",

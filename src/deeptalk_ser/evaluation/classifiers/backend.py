@@ -10,6 +10,8 @@ import importlib.util
 import logging
 from typing import Any
 
+from deeptalk_ser.utils.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -26,13 +28,13 @@ def cuml_available() -> bool:
 
 def select_backend(preference: str = "auto") -> str:
     if preference not in ("auto", "cuml", "sklearn"):
-        raise ValueError(f"classifier.backend must be auto, cuml or sklearn, got {preference!r}")
+        raise ConfigError("classifier.backend", f"must be auto, cuml or sklearn, got {preference!r}")
     if preference == "sklearn":
         return "sklearn"
     if cuml_available():
         return "cuml"
     if preference == "cuml":
-        raise RuntimeError("classifier.backend=cuml but cuML or a CUDA GPU is not available (pip install '.[gpu]' on a GPU machine)")
+        raise ConfigError("classifier.backend", "cuml, but cuML or a CUDA GPU is not available (pip install '.[gpu]' on a GPU machine)")
     return "sklearn"
 
 

@@ -42,6 +42,11 @@ class SadFirstClassifier(ClassifierMixin, BaseEstimator):
         return SVMClassifier(C=self.C, gamma=self.gamma, standardize=self.standardize, balance=self.balance,
                              backend=self.backend, seed=self.seed, class_order=self.class_order)
 
+    def check_params(self) -> "SadFirstClassifier":
+        """See :meth:`SVMClassifier.check_params` (both stages share the parameters)."""
+        self._stage().check_params()
+        return self
+
     @property
     def resolved_backend(self) -> str:
         """The library both stages fit with (``sklearn`` or ``cuml``)."""

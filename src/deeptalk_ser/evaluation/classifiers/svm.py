@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from deeptalk_ser.evaluation.classifiers.backend import make_svc, select_backend
+from deeptalk_ser.utils.errors import ConfigError
 
 
 def undersample(y: np.ndarray, seed: int) -> np.ndarray:
@@ -55,6 +56,19 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
     def resolved_backend(self) -> str:
         """The library that fits (``sklearn`` or ``cuml``), recorded in results."""
         return select_backend(self.backend)
+
+    def check_params(self) -> "SVMClassifier":
+        """Refuse values no SVM can fit with (``C=-1``, ``gamma=abc``) before anything is extracted;
+        scikit-learn itself only checks them in ``fit``, after the whole extraction."""
+        from sklearn.svm import SVC
+
+        for name in ("C", "gamma"):
+            try:
+                SVC(**{name: getattr(self, name)})._validate_params()
+            except ValueError as exc:  # sklearn's InvalidParameterError names the allowed range
+                raise ConfigError(f"classifier.{name}", str(exc).replace(" of SVC", "")) from None
+        select_backend(self.backend)
+        return self
 
     def _make_model(self, backend: str) -> Any:
         svc = make_svc(backend, self.C, self.gamma, self.seed)
