@@ -163,3 +163,20 @@ def test_all_files_bad_with_skip_is_a_data_error(folder, tmp_path):
 def test_bad_on_error_value(folder, tmp_path):
     with pytest.raises(ValueError, match="on_error"):
         prepare_manifest(FolderLoader(folder), tmp_path / "out", on_error="ignore")
+
+
+def test_malformed_file_names_stop_or_are_skipped_and_listed(tmp_path, write_wav):
+    """``data.on_error=skip`` also covers records the loader refuses (file name, label code)."""
+    root = tmp_path / "emodb"
+    write_wav(root / "wav" / "03a01Wa.wav", 0.5, 16000)
+    write_wav(root / "wav" / "03a01Xa.wav", 0.5, 16000)  # X: no EmoDB emotion
+    write_wav(root / "wav" / "notes.wav", 0.5, 16000)  # not an EmoDB name
+    write_wav(root / "wav" / "08a02Na.WAV", 0.5, 16000)  # upper-case extension: accepted
+    with pytest.raises(DataError, match="emotion letter"):
+        prepare_manifest(EmoDBCorpus(root), tmp_path / "m1")
+    report = prepare_manifest(EmoDBCorpus(root), tmp_path / "m2", on_error="skip")
+    assert report.n_utterances == 2
+    assert sorted(s["id"] for s in report.skipped) == ["03a01Xa", "notes"]
+    assert all(s["path"].endswith(".wav") and s["reason"] for s in report.skipped)
+    again = prepare_manifest(EmoDBCorpus(root), tmp_path / "m2", on_error="skip")
+    assert again.reused and sorted(s["id"] for s in again.skipped) == ["03a01Xa", "notes"]

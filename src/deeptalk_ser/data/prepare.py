@@ -48,7 +48,11 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
     stamp_path = out_dir / "prepare_stamp.json"
     header_cache_path = out_dir / "headers.json"
 
+    loader.on_error = on_error
     utts = loader.scan()
+    rejected: list[dict[str, str]] = list(getattr(loader, "rejected", []))  # records the scan left out
+    if rejected:
+        log.warning("prepare skipped %d record(s) with a malformed file name or label, e.g. %s", len(rejected), rejected[0])
     if loader.has_audio:
         # Resolve the root once and join (resolving every file costs half of an incremental run
         # on a million files); symlinks inside the corpus are kept as links in manifest paths.
@@ -66,7 +70,7 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
             log.info("manifest up to date: %s", manifest_path)
             return PrepareReport(manifest_path, prev["n_utterances"], reused=True, skipped=prev.get("skipped", []))
     if not loader.has_audio:
-        return _finish(manifest_path, stamp_path, stamp, utts, headers_read=0, skipped=[], on_error=on_error)
+        return _finish(manifest_path, stamp_path, stamp, utts, headers_read=0, skipped=rejected, on_error=on_error)
 
     cache: dict[str, Any] = json.loads(header_cache_path.read_text()) if header_cache_path.is_file() else {}
     n_stat = 4  # file_stat's fields; an entry is stat + [duration, rate, checksum or None]
@@ -90,7 +94,7 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
     with ThreadPoolExecutor(max_workers=workers or min(32, (os.cpu_count() or 1) * 4)) as pool:
         for i, res in pool.map(work, todo, chunksize=64):
             results[i] = res
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = list(rejected)
     for i, res in results.items():
         if isinstance(res, AudioError):
             if on_error == "raise":
@@ -100,7 +104,7 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
             cache[abs_paths[i]] = stats[i] + list(res)
     write_text_atomic(header_cache_path, json.dumps(cache, separators=(",", ":")))
 
-    bad = {s["id"] for s in skipped}
+    bad = {s["id"] for s in skipped[len(rejected):]}  # unreadable ones (the rejected never reached the listing)
     kept = []
     for u, p in zip(utts, abs_paths):
         if u.id in bad:
@@ -110,8 +114,8 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
         u.checksum = digest[0] if checksum and digest else None
         u.path = p  # manifests carry absolute paths: no root needed downstream
         kept.append(u)
-    if skipped:
-        log.warning("prepare skipped %d unreadable file(s), e.g. %s", len(skipped), skipped[0])
+    if len(skipped) > len(rejected):
+        log.warning("prepare skipped %d unreadable file(s), e.g. %s", len(skipped) - len(rejected), skipped[len(rejected)])
     return _finish(manifest_path, stamp_path, stamp, kept, headers_read=len(todo), skipped=skipped, on_error=on_error)
 
 

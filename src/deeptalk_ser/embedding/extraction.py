@@ -37,6 +37,7 @@ from deeptalk_ser.embedding.store import EmbeddingStore, open_matching_store, st
 from deeptalk_ser.embedding.windowing import Windowing, average_windows
 from deeptalk_ser.utils.errors import AudioError
 from deeptalk_ser.utils.io import stable_hash, write_json_atomic
+from deeptalk_ser.utils.processes import worker_init
 
 log = logging.getLogger(__name__)
 # The writer takes positions from the batches themselves; Lightning's batch-index bookkeeping is not needed.
@@ -151,7 +152,8 @@ class ShardDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         ds = Subset(FrontendDataset(self.utts, self.encoder.frontend), self.positions)
-        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_keep_numpy)
+        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_keep_numpy,
+                          worker_init_fn=worker_init if self.num_workers else None)
 
 
 class ShardWriter(BasePredictionWriter):

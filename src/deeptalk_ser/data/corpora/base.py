@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 from deeptalk_ser.utils.errors import DataError
 from deeptalk_ser.data.manifest import Utterance
@@ -26,6 +26,25 @@ class CorpusLoader(abc.ABC):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(self.root, f"{self.name} corpus root not found (set data.root or the environment variable named in the README)")
+
+    #: set by prepare from ``data.on_error``: with "skip", a record whose file name or label is
+    #: malformed is left out and listed in :attr:`rejected` (then in the prepare report) instead
+    #: of stopping the scan; layout errors (a missing label file, a bad header) always stop it.
+    on_error: str = "raise"
+
+    def parse_each(self, paths: Iterable[Path], parse: Callable[[Path], Utterance]) -> list[Utterance]:
+        """``parse(path)`` for each path, applying :attr:`on_error` to the records it refuses."""
+        self.rejected: list[dict[str, str]] = []
+        out = []
+        for p in paths:
+            try:
+                out.append(parse(p))
+            except DataError as exc:
+                if self.on_error != "skip":
+                    raise
+                where = "" if exc.line is None else f" (line {exc.line})"
+                self.rejected.append({"id": Path(p).stem, "path": exc.path, "reason": exc.problem + where})
+        return out
 
     def options(self) -> dict[str, Any]:
         """Everything besides the file listing that changes the manifest (part of its cache key)."""

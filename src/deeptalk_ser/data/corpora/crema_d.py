@@ -78,8 +78,8 @@ class CremaDCorpus(CorpusLoader):
         wav_dir = self.require("AudioWAV")
         demographics = self._read_demographics(self.require(DEMOGRAPHICS_FILE))
         votes = self._read_votes(self.require(VOTES_FILE)) if self.labels == "perceived" else {}
-        utts = []
-        for p in list_files(wav_dir):
+
+        def parse(p: Path) -> Utterance:
             m = _NAME.match(p.name)
             if not m:
                 raise DataError(p, "file name does not follow <actor>_<sentence>_<emotion>_<level>.wav "
@@ -104,9 +104,11 @@ class CremaDCorpus(CorpusLoader):
                                     f"no {self.vote_modality} vote row for clip {p.stem}")
                 label, vote_extra = votes[p.stem]
                 extra.update(vote_extra)
-            utts.append(Utterance(id=p.stem, path=str(p.relative_to(self.root)), speaker=actor, label=label,
-                                  corpus=self.name, extra=extra))
-        if not utts:
+            return Utterance(id=p.stem, path=str(p.relative_to(self.root)), speaker=actor, label=label,
+                             corpus=self.name, extra=extra)
+
+        utts = self.parse_each(list_files(wav_dir), parse)
+        if not utts and not self.rejected:
             raise DataError(wav_dir, "no CREMA-D .wav files found")
         return utts
 

@@ -55,16 +55,15 @@ class RavdessCorpus(CorpusLoader):
         if not actor_dirs:
             raise DataError(self.root, "no Actor_XX folders found (set root to the folder holding Actor_01 ...)")
         utts = []
-        for d in actor_dirs:
-            dir_actor = _ACTOR_DIR.match(d.name)["actor"]  # type: ignore[index]
-            for p in list_files(d):
-                utt = self._parse(p, dir_actor)
-                if self.modality is not None and utt.extra["modality"] != self.modality:
-                    continue
-                if self.vocal_channel != "both" and utt.extra["vocal_channel"] != self.vocal_channel:
-                    continue
-                utts.append(utt)
-        if not utts:
+        files = [(p, _ACTOR_DIR.match(d.name)["actor"]) for d in actor_dirs for p in list_files(d)]  # type: ignore[index]
+        folder_actor = dict(files)
+        for utt in self.parse_each([p for p, _ in files], lambda p: self._parse(p, folder_actor[p])):
+            if self.modality is not None and utt.extra["modality"] != self.modality:
+                continue
+            if self.vocal_channel != "both" and utt.extra["vocal_channel"] != self.vocal_channel:
+                continue
+            utts.append(utt)
+        if not utts and not self.rejected:
             raise DataError(self.root, f"no RAVDESS .wav files match vocal_channel={self.vocal_channel!r}, "
                                        f"modality={self.modality!r}")
         return utts
