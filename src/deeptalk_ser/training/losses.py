@@ -1,7 +1,7 @@
 """Speaker-embedding training losses: the paper's triplet loss and the reference code's GE2E.
 
-DeepTalk's paper says "triplet loss on speaker labels" (no margin or mining given; its DeepVOX
-front end used triplet training on L2-normalised embeddings); the reference code trains with
+DeepTalk's paper says "triplet loss on speaker labels" (no margin or mining given; the DeepVOX
+paper it builds on used adaptive triplet mining); the reference code trains with
 the GE2E softmax loss. Both are offered (``docs/deeptalk.md`` section 3), as
 :class:`SpeakerLoss` modules that ``conf/loss/*.yaml`` instantiate by ``_target_``.
 """
