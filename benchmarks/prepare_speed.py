@@ -4,7 +4,10 @@ Measures, with :func:`deeptalk_ser.data.prepare.prepare_manifest` and the ``voxc
 
 * cold: no manifest, no header cache (every header is read);
 * incremental: after adding ``--new`` files (only those headers should be read);
-* unchanged: a re-run with nothing changed (must be a stamp hit: ``reused``).
+* unchanged: a re-run with nothing changed (must be a stamp hit: ``reused``);
+* baseline: the same cold and unchanged runs with ``checksum=False`` (headers and stat only, the
+  path before content checksums), and the checksum's raw throughput on one 256 MB file (the
+  tiny benchmark files hide the per-byte cost of real recordings).
 
 "Cold" means a cold *manifest cache*: the tree was just written, so the OS page cache is warm;
 on a network file system the first run is slower. Every file is a copy of one tiny valid WAV
@@ -34,6 +37,7 @@ import soundfile as sf
 
 from deeptalk_ser.data.corpora.voxceleb1 import VoxCeleb1Corpus
 from deeptalk_ser.data.prepare import prepare_manifest
+from deeptalk_ser.utils.io import file_checksum
 
 UTTS_PER_VIDEO = 10
 VIDEOS_PER_SPEAKER = 10
@@ -87,6 +91,10 @@ def run(base: Path, n_files: int, n_new: int, workers: int | None) -> dict[str, 
     loader = VoxCeleb1Corpus(root)
     total = sum(1 for _ in (root / "wav").rglob("*.wav")) if n_files <= 20000 else None
 
+    stat_out = base / "prepared_stat_only"
+    stat_cold, stat_cold_s = timed(lambda: prepare_manifest(loader, stat_out, workers=workers, checksum=False))
+    stat_same, stat_same_s = timed(lambda: prepare_manifest(loader, stat_out, workers=workers, checksum=False))
+    assert not stat_cold.reused and stat_same.reused
     cold, cold_s = timed(lambda: prepare_manifest(loader, out, workers=workers))
     assert not cold.reused and cold.headers_read == cold.n_utterances, cold
     files = cold.n_utterances
@@ -103,6 +111,11 @@ def run(base: Path, n_files: int, n_new: int, workers: int | None) -> dict[str, 
     same, same_s = timed(lambda: prepare_manifest(loader, out, workers=workers))
     assert same.reused, same
 
+    big = base / "big.bin"
+    big.write_bytes(np.random.default_rng(0).integers(0, 255, 256 << 20, dtype=np.uint8).tobytes())
+    file_checksum(big)  # page cache warm, as for the tree
+    _, hash_s = timed(lambda: file_checksum(big))
+
     cpu = os.cpu_count() or 1
     return {
         "files": files,
@@ -115,6 +128,10 @@ def run(base: Path, n_files: int, n_new: int, workers: int | None) -> dict[str, 
         "unchanged_s": round(same_s, 3),
         "unchanged_reused": same.reused,
         "scan_only_s": round(scan_s, 3),
+        "baseline_stat_only": {"cold_s": round(stat_cold_s, 3), "cold_files_per_s": round(files / stat_cold_s, 1),
+                               "unchanged_s": round(stat_same_s, 3)},
+        "checksum_cold_overhead": round(cold_s / stat_cold_s, 3),
+        "checksum_mb_per_s_one_thread": round(256 / hash_s, 1),
         "scan_only_files": len(scan_utts),
         "build_tree_s": round(build_s, 3),
         "speakers": len(speakers),
