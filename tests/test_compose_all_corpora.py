@@ -13,8 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from corpora.emotion_fixtures import (build_crema_d, build_embedding_arrays, build_iemocap, build_msp_podcast,
-                                      build_ravdess)
+from corpora.emotion_fixtures import (build_crema_d, build_embedding_arrays, build_iemocap, build_label_folders,
+                                      build_msp_podcast, build_ravdess, build_user_manifest)
 from corpora.speaker_fixtures import build_kaldi, build_librispeech, build_voxceleb1, build_voxceleb2
 from deeptalk_ser.evaluation.protocols import Protocol
 
@@ -47,6 +47,8 @@ BUILDERS: dict[str, Callable[[Path, pytest.FixtureRequest], Any]] = {
     "VoxCeleb1Corpus": lambda root, _: build_voxceleb1(root),
     "VoxCeleb2Corpus": lambda root, _: build_voxceleb2(root, seconds=0.1),
     "LibriSpeechCorpus": lambda root, _: build_librispeech(root),
+    "FolderCorpus": lambda root, _: build_label_folders(root),
+    "ManifestCorpus": lambda path, _: build_user_manifest(path),
 }
 
 
@@ -58,7 +60,7 @@ def build_tree(loader_cfg: DictConfig, request: pytest.FixtureRequest) -> None:
             build_tree(part, request)
         return
     assert cls in BUILDERS, f"no fixture builder for loader {cls}: add one to BUILDERS"
-    BUILDERS[cls](Path(loader_cfg["root"]), request)
+    BUILDERS[cls](Path(loader_cfg["root"] if "root" in loader_cfg else loader_cfg["path"]), request)
 
 
 @pytest.fixture(scope="module")

@@ -140,3 +140,29 @@ def build_embedding_arrays(root: Path, n_train: int = 8, n_test: int = 4, dim: i
         np.save(root / f"{prefix}_x.npy", rng.standard_normal((n, dim)).astype(np.float32))
         np.save(root / f"{prefix}_y.npy", codes[np.arange(n) % 4].astype(np.int64))
     return root
+
+
+# ---------------------------------------------------------------- bring-your-own corpora
+USER_LABELS = ("angry", "neutral", "sad")
+USER_SPEAKERS = ("spk01", "spk02", "spk03")
+
+
+def build_label_folders(root: Path, takes: int = 2, seconds: float = 0.2) -> Path:
+    """``data=folder`` layout: ``<root>/<label>/<speaker>_take<n>.wav`` (3 labels x 3 speakers)."""
+    for label in USER_LABELS:
+        for spk in USER_SPEAKERS:
+            for t in range(takes):
+                write_audio(root / label / f"{spk}_take{t}.wav", seconds=seconds, sr=16000)
+    return root
+
+
+def build_user_manifest(path: Path, seconds: float = 0.2) -> Path:
+    """``data=manifest``: a CSV beside its audio (relative paths), with a split and an extra column."""
+    rows = ["path,speaker,label,split,mic"]
+    for i, spk in enumerate(USER_SPEAKERS):
+        for label in USER_LABELS:
+            rel = f"audio/{spk}/{label}.wav"
+            write_audio(path.parent / rel, seconds=seconds, sr=16000)
+            rows.append(f"{rel},{spk},{label},{'test' if i == 2 else 'train'},lavalier")
+    write_text(path, "\n".join(rows) + "\n")
+    return path

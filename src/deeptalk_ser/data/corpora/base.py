@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, TypeVar
 
 from deeptalk_ser.utils.errors import DataError
 from deeptalk_ser.data.manifest import Utterance
+
+T = TypeVar("T")
+
+
+class CorpusRootMissing(DataError):
+    """A corpus root that is not a folder: its own type, so a mix of corpora can report every
+    missing root at once instead of the first (:class:`~deeptalk_ser.data.corpora.pretrain_mix.PretrainMixCorpus`)."""
 
 
 class CorpusLoader(abc.ABC):
@@ -25,25 +32,29 @@ class CorpusLoader(abc.ABC):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise DataError(self.root, f"{self.name} corpus root not found (set data.root or the environment variable named in the README)")
+            raise CorpusRootMissing(self.root, f"{self.name} corpus root not found: put the corpus there, set data.root=<folder>, "
+                                               "or set DEEPTALK_DATA_DIR to the folder holding every corpus "
+                                               "(paths.data_dir, conf/paths/default.yaml)")
 
     #: set by prepare from ``data.on_error``: with "skip", a record whose file name or label is
     #: malformed is left out and listed in :attr:`rejected` (then in the prepare report) instead
     #: of stopping the scan; layout errors (a missing label file, a bad header) always stop it.
     on_error: str = "raise"
 
-    def parse_each(self, paths: Iterable[Path], parse: Callable[[Path], Utterance]) -> list[Utterance]:
-        """``parse(path)`` for each path, applying :attr:`on_error` to the records it refuses."""
+    def parse_each(self, records: Iterable[T], parse: Callable[[T], Utterance],
+                   record_id: Callable[[T], str] = lambda p: Path(str(p)).stem) -> list[Utterance]:
+        """``parse(record)`` for each record (a file, a table row), applying :attr:`on_error` to
+        the records it refuses; ``record_id`` names a refused record in :attr:`rejected`."""
         self.rejected: list[dict[str, str]] = []
         out = []
-        for p in paths:
+        for rec in records:
             try:
-                out.append(parse(p))
+                out.append(parse(rec))
             except DataError as exc:
                 if self.on_error != "skip":
                     raise
                 where = "" if exc.line is None else f" (line {exc.line})"
-                self.rejected.append({"id": Path(p).stem, "path": exc.path, "reason": exc.problem + where})
+                self.rejected.append({"id": record_id(rec), "path": exc.path, "reason": exc.problem + where})
         return out
 
     def options(self) -> dict[str, Any]:
