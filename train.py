@@ -16,8 +16,10 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from deeptalk_ser.runs.train import train
+    from deeptalk_ser.utils.errors import report_user_errors
 
-    summary = train(cfg)
+    with report_user_errors("train.py"):
+        summary = train(cfg)
     return summary.get("best_val_eer")
 
 

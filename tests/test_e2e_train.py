@@ -1,5 +1,5 @@
-"""End to end: train.py on a tiny generated Kaldi corpus: fit, kill + exact resume, DDP (gloo);
-and the trainer options it composes."""
+"""End to end: train.py on a tiny generated Kaldi corpus: fit, kill + exact resume (also with
+DataLoader workers), DDP (gloo), prepare_only; and the trainer options it composes."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def test_train_writes_checkpoints_that_the_encoder_loads(corpus: Path, tmp_path:
     summary = read_json(run / "train_summary.json")
     assert summary["global_step"] == 4
     assert summary["train_speakers"] == 5 and summary["val_utterances"] == 3 * 4
+    assert summary["train_utterances"] == 5 * 4 and summary["skipped"] == []
+    assert summary["train_store"]["utterances"] == 5 * 4 and Path(summary["train_store"]["path"]).is_dir()
     assert 0.0 <= summary["best_val_eer"] <= 1.0
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file()
@@ -98,3 +100,55 @@ def test_trainer_options_are_plain_trainer_arguments(option: str, precision: str
     accelerator = {"accelerator": "cpu"} if option == "gpu" else {}  # no GPU needed to check the rest
     trainer = instantiate(cfg.trainer, logger=False, **accelerator)
     assert trainer.precision == precision
+
+
+def _step_losses(run: Path) -> list[float]:
+    import csv
+
+    with open(run / "csv" / "metrics.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/loss_step")]
+    return [float(r["train/loss_step"]) for r in sorted(rows, key=lambda r: int(r["step"]))]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    run_script("train.py", *TINY, *RESUME, f"data.root={corpus}", "trainer.max_steps=5", f"hydra.run.dir={tmp / 'run'}",
+               tmp=tmp)
+    return tmp / "run"
+
+
+#: every step logged and checkpointed (last.ckpt), crops from 2 DataLoader workers
+RESUME = ["trainer.log_every_n_steps=1", "+callbacks.model_checkpoint.every_n_train_steps=1", "training.num_workers=2"]
+
+
+@pytest.mark.parametrize("stop_at", [2, 3], ids=["epoch_end", "mid_epoch"])
+def test_resume_with_workers_continues_with_the_identical_steps(corpus: Path, uninterrupted: Path, tmp_path: Path,
+                                                                stop_at: int) -> None:
+    """Train, checkpoint, resume: the resumed steps see the same batches (same losses, same final
+    weights) as the uninterrupted run, although 2 workers prefetched ahead of the checkpoint."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_script("train.py", *TINY, *RESUME, f"data.root={corpus}", f"trainer.max_steps={stop_at}",
+               f"hydra.run.dir={first}", tmp=tmp_path)
+    ckpt = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == stop_at and ckpt["SpeakerDataModule"]["batches_consumed"] == stop_at
+    run_script("train.py", *TINY, *RESUME, f"data.root={corpus}", "trainer.max_steps=5",
+               f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={second}", tmp=tmp_path)
+    summary = read_json(second / "train_summary.json")
+    assert summary["global_step"] == 5 and summary["train_store"]["reused"]
+    assert _step_losses(second) == _step_losses(uninterrupted)[stop_at:]
+    a = torch.load(uninterrupted / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prepare_only_builds_the_store_and_exits(corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_script("train.py", *TINY, f"data.root={corpus}", "prepare_only=true", f"hydra.run.dir={run}", tmp=tmp_path)
+    store = read_json(run / "train_summary.json")["train_store"]
+    assert not store["reused"] and store["utterances"] == 20 and store["speakers"] == 5 and store["n_skipped"] == 0
+    assert not (run / "checkpoints").exists()
+    run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'train'}",
+               tmp=tmp_path)
+    summary = read_json(tmp_path / "train" / "train_summary.json")
+    assert summary["train_store"]["reused"] and summary["train_store"]["path"] == store["path"]

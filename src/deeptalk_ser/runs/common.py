@@ -22,6 +22,7 @@ from deeptalk_ser.embedding.windowing import Windowing
 from deeptalk_ser.utils.io import write_json_atomic
 from deeptalk_ser.utils.loggers import build_loggers, log_run
 from deeptalk_ser.utils.reporting import SUMMARY_COLUMNS, markdown_table, summary_row
+from deeptalk_ser.utils.threads import configure_threads_from_config
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def start_run(cfg: DictConfig) -> tuple[Path, PreparedData]:
     """The run directory (created) and the prepared data: the first two steps of every job."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    configure_threads_from_config(cfg, "extract.num_workers")  # never more torch threads than cores (utils/threads.py)
     return out, prepare_data(cfg)
 
 

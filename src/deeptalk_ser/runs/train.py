@@ -4,6 +4,8 @@ Composes the manifest (the data config's ``train_split``), the encoder's front e
 speaker-balanced datamodule, the module, loggers and callbacks; resumes exactly from
 ``ckpt_path``. The loss is ``conf/loss``'s ``_target_``; precision, strategy and sync-BN are
 plain Trainer arguments in ``conf/trainer`` (``trainer=gpu`` for bf16 autocast).
+The training utterances go through the front end once into the on-disk training store
+(``training/crop_store.py``) before the Trainer is built; ``prepare_only=true`` stops there.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from deeptalk_ser.utils.loggers import build_loggers
 from deeptalk_ser.runs.common import prepare_data
 from deeptalk_ser.training.data import SpeakerDataModule
 from deeptalk_ser.training.module import SpeakerEncoderModule
+from deeptalk_ser.utils.threads import configure_threads_from_config
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.encoder.get("_target_", "").rsplit(".", 1)[-1] != "DeepTalkEncoder":
         raise ValueError(f"train.py trains the DeepTalk encoder (encoder=deeptalk); got {cfg.encoder._target_}")
     L.seed_everything(cfg.seed, workers=True)
+    configure_threads_from_config(cfg, "training.num_workers")  # runtime.torch_threads: never more threads than cores
     out = Path(cfg.paths.output_dir)
     data = prepare_data(cfg)
     if not data.loader.has_audio:
@@ -39,12 +43,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     t = cfg.training
     if t.val_speakers < 2:
         raise ValueError("training.val_speakers must be >= 2: val/eer (checkpoint selection) needs held-out speakers")
+    store_cfg = cfg.get("train_store") or {}
     dm = SpeakerDataModule(utts, frontend, t.speakers_per_batch, t.utterances_per_speaker, t.crop_frames,
-                           t.batches_per_epoch, t.val_speakers, seed=cfg.seed, num_workers=t.num_workers,
-                           on_error=cfg.data.get("on_error", "raise"))
+                           t.batches_per_epoch, t.val_speakers,
+                           store_dir=store_cfg.get("dir") or Path(cfg.paths.cache_dir) / "train_store" / cfg.data.name,
+                           seed=cfg.seed, num_workers=t.num_workers, pin_memory=t.get("pin_memory", False),
+                           persistent_workers=t.get("persistent_workers", False),
+                           prefetch_factor=t.get("prefetch_factor", None), on_error=cfg.data.get("on_error", "raise"),
+                           shard_size=store_cfg.get("shard_size", 1000), prepare_workers=store_cfg.get("num_workers", 1))
+    # Before the Trainer exists: under DDP every process runs this; a file lock on the store lets
+    # exactly one of them build it while the others wait, then all open the finished store.
+    store_report = dm.prepare_store()
+    if cfg.get("prepare_only", False):
+        summary = {"prepare_only": True, "train_store": store_report.summary()}
+        write_json_atomic(out / "train_summary.json", summary)
+        print(f"[train] training store {store_report.path}: {store_report.n_utterances} utterances of "
+              f"{store_report.n_speakers} speakers, {len(store_report.skipped)} skipped "
+              f"({'reused' if store_report.reused else 'built'})")
+        return summary
     loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
     loss_name = loss_cfg.pop("name", None)  # for the record only; not a loss argument
     module = SpeakerEncoderModule(loss=instantiate(loss_cfg), lr=t.lr, grad_clip=t.grad_clip, seed=cfg.seed)
+    runtime = cfg.get("runtime") or {}
+    if runtime.get("compile", False):  # in place: the state_dict keys (checkpoints, export) stay those of the net
+        module.net.compile(mode=runtime.get("compile_mode"))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loggers = build_loggers(cfg.get("logger"))
     for lg in loggers:  # the module's own hyper-parameters are logged by Lightning
@@ -61,8 +83,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_model_path": getattr(ckpt_cb, "best_model_path", None),
         "best_val_eer": float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None,
         "last_model_path": getattr(ckpt_cb, "last_model_path", None),
-        "train_utterances": len(dm.bank.utts), "train_speakers": len(dm.speaker_to_idx),
-        "val_utterances": len(dm.val_utts), "skipped": dm.bank.skipped,
+        "train_utterances": store_report.n_utterances, "train_speakers": store_report.n_speakers,
+        "val_utterances": len(dm.val_utts), "skipped": store_report.skipped,
+        "train_store": store_report.summary(),
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
     if trainer.is_global_zero:

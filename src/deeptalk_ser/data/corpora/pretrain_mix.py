@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from deeptalk_ser.data.manifest import Utterance
-from deeptalk_ser.data.corpora.base import CorpusLoader
+from deeptalk_ser.data.corpora.base import CorpusLoader, CorpusRootMissing
+from deeptalk_ser.utils.errors import DataError, user_error_in
 
 PartSpec = CorpusLoader | Mapping[str, Any]
+#: the config key of the parts list (conf/data/pretrain_mix.yaml, voxceleb.yaml), named in errors
+PARTS_KEY = "data.loader.parts"
 
 
 def build_part(spec: PartSpec) -> tuple[CorpusLoader, str | None]:
@@ -43,6 +46,38 @@ def build_part(spec: PartSpec) -> tuple[CorpusLoader, str | None]:
     return loader, (str(prefix) if prefix is not None else None)
 
 
+def build_parts(parts: Sequence[PartSpec]) -> list[tuple[CorpusLoader, str | None]]:
+    """:func:`build_part` for every part; the parts whose root is missing are reported together.
+
+    A pretraining mix names several corpus roots: stopping at the first missing one would make a
+    user fix them one run at a time (VoxCeleb1, rerun, VoxCeleb2, rerun). Other errors stop at once.
+    """
+    built: list[tuple[CorpusLoader, str | None]] = []
+    missing: list[tuple[int, CorpusRootMissing]] = []
+    for i, spec in enumerate(parts):
+        try:
+            built.append(build_part(spec))
+        except Exception as exc:  # noqa: BLE001  (Hydra's instantiate wraps the loader's error)
+            cause = user_error_in(exc)
+            if not isinstance(cause, CorpusRootMissing):
+                raise
+            missing.append((i, cause))
+    if missing:
+        listed = ", ".join(f"{PARTS_KEY}[{i}].root={err.path} ({_part_name(parts[i])})" for i, err in missing)
+        raise DataError(common_root([Path(err.path) for _, err in missing]),
+                        f"{len(missing)} of the {len(parts)} corpus roots of the mix not found: {listed}; put the "
+                        "corpora there, set those keys, or set DEEPTALK_DATA_DIR to the folder holding every corpus "
+                        "(paths.data_dir, conf/paths/default.yaml)")
+    return built
+
+
+def _part_name(spec: PartSpec) -> str:
+    """The loader class a part names, for error messages."""
+    if isinstance(spec, CorpusLoader):
+        return spec.name
+    return str(spec.get("_target_", "?")).rsplit(".", 1)[-1] if isinstance(spec, Mapping) else "?"
+
+
 def common_root(roots: Sequence[Path]) -> Path:
     """Common parent of ``roots``; the first root when that parent is only the file-system root."""
     resolved = [r.resolve() for r in roots]
@@ -58,7 +93,7 @@ class PretrainMixCorpus(CorpusLoader):
     def __init__(self, parts: Sequence[PartSpec], root: str | Path | None = None) -> None:
         if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or not parts:
             raise ValueError("pretrain_mix needs a non-empty list of parts")
-        built = [build_part(p) for p in parts]
+        built = build_parts(parts)
         self.parts = [loader for loader, _ in built]
         self.prefixes = [prefix or loader.name for loader, prefix in built]
         dup = sorted({p for p in self.prefixes if self.prefixes.count(p) > 1})
