@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deeptalk_ser.data.corpora.base import CorpusLoader
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.data.prepare import PrepareReport, load_prepared
 from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
 from deeptalk_ser.embedding.extraction import extract_or_reuse
+from deeptalk_ser.embedding.fusion import fuse_or_reuse
 from deeptalk_ser.embedding.store import EmbeddingStore, open_matching_store
 from deeptalk_ser.embedding.windowing import Windowing
 from deeptalk_ser.utils.io import write_json_atomic
@@ -96,6 +97,8 @@ def get_embeddings(cfg: DictConfig, data: PreparedData, utts: list[Utterance] | 
         if summary_path:
             write_json_atomic(summary_path, summary)
         return store, summary, str(cfg.data.get("embedding_name", "precomputed"))
+    if "parts" in cfg.encoder:  # encoder=fusion: each part's store, then the fused one
+        return _fused_embeddings(cfg, data, utts, summary_path)
     encoder, windowing = encoder_from_config(cfg.encoder)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else None
     store, summary = extract_or_reuse(
@@ -108,6 +111,29 @@ def get_embeddings(cfg: DictConfig, data: PreparedData, utts: list[Utterance] | 
         if summary_path:
             write_json_atomic(summary_path, {**summary, "store": str(store.path)})
     return store, summary, encoder.name
+
+
+def _fused_embeddings(cfg: DictConfig, data: PreparedData, utts: list[Utterance] | None,
+                      summary_path: str | Path | None) -> tuple[EmbeddingStore | None, dict[str, Any], str]:
+    """``encoder=fusion``: extract or reuse every part (each its own store), then fuse them."""
+    parts, summaries = [], {}
+    for key, part_cfg in cfg.encoder.parts.items():
+        sub = cfg.copy()
+        with open_dict(sub):
+            sub.encoder = part_cfg
+        store, summary, name = get_embeddings(sub, data, utts)
+        if store is None:
+            raise RuntimeError("encoder=fusion runs in one process")
+        parts.append((name, store))
+        summaries[str(key)] = summary
+    ids = [u.id for u in (data.utts if utts is None else utts)]
+    store, summary = fuse_or_reuse(parts, ids, Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name)
+    summary = with_prepare_skips({**summary, "parts": summaries}, data)
+    for count in ("n_dropped_short", "n_skipped_errors"):
+        summary[count] = max(int(s.get(count, 0)) for s in summaries.values())
+    if summary_path:
+        write_json_atomic(summary_path, {**summary, "store": str(store.path)})
+    return store, summary, "fusion(" + "+".join(n for n, _ in parts) + ")"
 
 
 def embed_selected(cfg: DictConfig, data: PreparedData, utts: list[Utterance], summary_path: str | Path
