@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.embedding.store import EmbeddingStore, open_matching_store, store_path
 from deeptalk_ser.utils.errors import ConfigError
 
@@ -43,7 +44,9 @@ def fuse_or_reuse(parts: Sequence[tuple[str, EmbeddingStore]], ids: Sequence[str
         raise ConfigError("encoder.parts", f"part names repeat: {names}")
     common = set.intersection(*(set(s.ids) for _, s in parts))
     keep = [i for i in ids if i in common]
+    windowing = "+".join(f"{n}:{describe_windowing(s.meta.get('key', {}).get('windowing'))}" for n, s in parts)
     key = {"fusion": [{"name": n, "key": s.meta.get("key")} for n, s in parts], "transform": BLOCK_TRANSFORM,
+           "windowing": windowing,
            "n_utterances": len(keep), "ids_hash": _ids_hash(keep)}
     path = store_path(root, "fusion-" + "+".join(names), key)
     found = open_matching_store(path, key)

@@ -50,8 +50,11 @@ def average_windows(window_embeddings: np.ndarray, renormalize: bool) -> np.ndar
     return mean.astype(np.float32)
 
 
-def describe_windowing(w: dict[str, Any] | None) -> str:
-    """Short label for tables: the encoder's own utterance embedding, or window/hop."""
+def describe_windowing(w: dict[str, Any] | str | None) -> str:
+    """Short label for tables: the encoder's own utterance embedding, or window/hop (a fused
+    store's key already holds its parts' labels as a string)."""
+    if isinstance(w, str):
+        return w
     if not w:
         return "precomputed"
     if w.get("window_s") is None:
