@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.evaluation.labels import EmotionLabels
 from deeptalk_ser.evaluation.metrics import classification_metrics
+from deeptalk_ser.evaluation.normalization import check_mode, normalise_per_speaker
 from deeptalk_ser.evaluation.protocols import check_disjoint, group_values, write_split_file
 from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
 from deeptalk_ser.utils.errors import ConfigError
@@ -63,11 +64,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # refuse impossible classifier / protocol settings now, not after the whole extraction
     make_classifier = instantiate(cfg.classifier, _partial_=True, _convert_="all")
     make_classifier().check_params()
+    per_speaker = check_mode(cfg.get("features", {}).get("per_speaker", "none"))
     protocol = instantiate(cfg.protocol, _convert_="all")
     protocol.folds(candidates, candidate_labels)
     store, extraction, encoder_name, embedded = embed_selected(cfg, data, candidates, out / "extract_summary.json")
     utts, fine = labels.select(embedded)
-    X = store.select([u.id for u in utts])
+    X = normalise_per_speaker(store.select([u.id for u in utts]), group_values(utts, "speaker"), per_speaker)
     folds = protocol.folds(utts, fine)
     split_hash = write_split_file(out / "splits.json", protocol, folds, utts)  # the exact folds, hashed
     speakers = group_values(utts, "speaker")
@@ -91,6 +93,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "protocol_config": OmegaConf.to_container(cfg.protocol, resolve=True),
         "classifier_config": OmegaConf.to_container(cfg.classifier, resolve=True),
         "encoder_config": store.meta.get("key", {}),
+        "per_speaker_normalisation": per_speaker,
         "extraction": extraction,
         "prepare_skipped": data.report.skipped,
         "folds": fold_records,
