@@ -330,3 +330,19 @@ def test_apply_and_from_config(tmp_path: Path, clean_env: pytest.MonkeyPatch) ->
         assert (plan.workers, plan.local_processes, plan.torch_threads) == (1, 1, 6)
     finally:
         torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- a real launcher run
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_single_job_through_the_submitit_launcher(tmp_path: Path) -> None:
+    """``-m`` with one job and a submitit launcher runs that job in a fresh process (submitit's
+    local executor, the same pickled job a SLURM task runs) and the sweep summary is written."""
+    from e2e_utils import run_script, speech_emodb_tree
+
+    root = speech_emodb_tree(tmp_path / "emodb", speakers=("03", "08", "09"), texts=("a01", "a02"), seconds=0.8)
+    proc = run_script("evaluate.py", "-m", "hydra/launcher=submitit_local", "experiment=egemaps_baseline",
+                      f"data.root={root}", "logger=none", tmp=tmp_path)
+    (summary,) = (tmp_path / "outputs" / "evaluate" / "multiruns").glob("*/summary.csv")
+    assert "Sweep summary (1 runs)" in proc.stdout and (summary.parent / "0" / "results.json").is_file()
+    assert list(summary.parent.glob(".submitit/*/*_result.pkl"))  # it ran as a submitit job

@@ -101,3 +101,20 @@ def test_single_corpus_message_names_the_keys(tmp_path: Path) -> None:
         EmoDBCorpus(tmp_path / "nowhere")
     msg = str(info.value)
     assert "corpus root not found" in msg and "data.root" in msg and "DEEPTALK_DATA_DIR" in msg
+
+
+@pytest.mark.e2e
+def test_train_script_reports_both_roots_in_one_line(tmp_path: Path) -> None:
+    """``python train.py encoder=deeptalk data=voxceleb`` as typed, DEEPTALK_DATA_DIR pointing at a
+    folder without the corpora: exit 1, one line naming both keys and the variable, no traceback."""
+    from e2e_utils import run_script
+
+    empty = tmp_path / "data"
+    empty.mkdir()
+    proc = run_script("train.py", "encoder=deeptalk", "data=voxceleb", tmp=tmp_path, check=False,
+                      env={"DEEPTALK_DATA_DIR": str(empty), "HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("train.py: error: ")]
+    for needle in (f"data.loader.parts[0].root={empty / 'voxceleb1'}", f"data.loader.parts[1].root={empty / 'voxceleb2'}",
+                   "DEEPTALK_DATA_DIR"):
+        assert needle in line, line
