@@ -212,10 +212,10 @@ def test_generate_trials_sparse_sampling():
 
 
 def test_trial_file_round_trip(tmp_path):
-    trials = [Trial(1, "id10001/a.wav", "id10001/b.wav"), Trial(0, "x", "y")]
+    trials = [Trial(1, "id10001/a", "id10001/b"), Trial(0, "x", "y")]
     path = tmp_path / "trials.txt"
     write_trials(path, trials)
-    assert path.read_text() == "1 id10001/a.wav id10001/b.wav\n0 x y\n"
+    assert path.read_text() == "1 id10001/a id10001/b\n0 x y\n"
     assert read_trials(path) == trials
     assert read_trials(path)[1] == (0, "x", "y")
     with pytest.raises(ValueError, match="whitespace"):
@@ -247,3 +247,10 @@ def test_pairs_helper_is_exhaustive():
     with pytest.raises(AssertionError):
         _check_trials(utts, [Trial(1, "A-0", "A-1"), Trial(1, "A-1", "A-0")])
     assert generate_trials(utts, None, 0)[0] == Trial(1, "A-0", "A-1")
+
+
+def test_official_trial_lists_name_manifest_ids(tmp_path):
+    """veri_test2.txt writes ``id10270/5r0dWxy17C8/00001.wav``; manifest ids carry no suffix."""
+    path = tmp_path / "veri_test2.txt"
+    path.write_text("1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav\n0 a/b/c.WAV d/e/f\n")
+    assert read_trials(path) == [(1, "id10270/x6uYqmx31kE/00001", "id10270/8jEAjG6SegY/00008"), (0, "a/b/c", "d/e/f")]

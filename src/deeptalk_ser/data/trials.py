@@ -112,8 +112,20 @@ def _sample_nontarget_codes(
     return np.sort(codes[:m])
 
 
+#: file suffixes the official lists carry (``id10270/5r0dWxy17C8/00001.wav``); manifest ids have none
+_AUDIO_SUFFIXES = (".wav", ".flac", ".m4a")
+
+
+def _trial_id(name: str) -> str:
+    for suffix in _AUDIO_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def read_trials(path: str | Path) -> list[Trial]:
-    """Read a VoxCeleb-format trial list (``<1|0> <enrol> <test>``; blank lines skipped)."""
+    """Read a VoxCeleb-format trial list (``<1|0> <enrol> <test>``; blank lines skipped). An
+    audio suffix on an id is dropped, so the official lists (``veri_test2.txt``) name manifest ids."""
     trials = []
     for lineno, line in iter_lines(path, "trial list"):
         fields = line.split()
@@ -121,7 +133,7 @@ def read_trials(path: str | Path) -> list[Trial]:
             raise DataError(path, f"expected '<1|0> <enrol> <test>', got {len(fields)} field(s)", line=lineno)
         if fields[0] not in ("0", "1"):
             raise DataError(path, f"label must be 1 or 0, got {fields[0]!r}", line=lineno)
-        trials.append(Trial(int(fields[0]), fields[1], fields[2]))
+        trials.append(Trial(int(fields[0]), _trial_id(fields[1]), _trial_id(fields[2])))
     if not trials:
         raise DataError(path, "trial list holds no trials")
     return trials
