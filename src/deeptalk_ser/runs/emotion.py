@@ -8,6 +8,7 @@ confusion PNG and the loggers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -18,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.evaluation.labels import EmotionLabels
+from deeptalk_ser.evaluation.heads import save_head
 from deeptalk_ser.evaluation.metrics import classification_metrics
 from deeptalk_ser.evaluation.normalization import check_mode, normalise_per_speaker
 from deeptalk_ser.evaluation.protocols import check_disjoint, group_values, write_split_file
 from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
 from deeptalk_ser.utils.errors import ConfigError
+from deeptalk_ser.utils.loggers import flatten_config
 from deeptalk_ser.utils.reporting import plot_confusion
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,21 @@ def run_folds(X: np.ndarray, fine: np.ndarray, labels: EmotionLabels, folds: lis
     return fold_records, np.concatenate(pooled_true), np.concatenate(pooled_pred), backend
 
 
+def save_full_head(cfg: DictConfig, make_classifier, X: np.ndarray, fine: np.ndarray, labels: EmotionLabels,
+                   store, out) -> Any:
+    """``save_model=true``: the head refitted on all of the run's data, with what predict.py
+    needs to embed new audio the same way (encoder config, windowing, task classes). Always the
+    scikit-learn backend: the one whose fitted model is portable and saved without pickle."""
+    clf = make_classifier(backend="sklearn")
+    clf.fit(X, fine if clf.uses_fine_labels else labels.to_task_labels(fine))
+    meta = {"task": labels.name, "classes": list(labels.classes), "labels": dataclasses.asdict(labels),
+            "uses_fine_labels": bool(clf.uses_fine_labels), "n_train": int(len(X)), "data": cfg.data.name,
+            "encoder": OmegaConf.to_container(cfg.encoder, resolve=True), "store_key": store.meta.get("key", {})}
+    path = save_head(clf, out, meta)
+    print(f"head fitted on all {len(X)} utterances saved -> {path} (python predict.py model={path} inputs=[...])")
+    return path
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """``evaluate.py task=er|ed``: the results dict, also written to ``results.json``."""
     t0 = time.perf_counter()
@@ -65,6 +83,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     make_classifier = instantiate(cfg.classifier, _partial_=True, _convert_="all")
     make_classifier().check_params()
     per_speaker = check_mode(cfg.get("features", {}).get("per_speaker", "none"))
+    if cfg.get("save_model") and "parts" in cfg.encoder:
+        raise ConfigError("save_model", "encoder=fusion standardises its blocks on the corpus's statistics, which "
+                                        "predict.py cannot reproduce on new audio; save a single-encoder head")
+    if cfg.get("save_model") and per_speaker != "none":
+        raise ConfigError("save_model", "a head trained on per-speaker normalised features needs each new "
+                                        "speaker's other utterances; save it with features.per_speaker=none")
     protocol = instantiate(cfg.protocol, _convert_="all")
     protocol.folds(candidates, candidate_labels)
     store, extraction, encoder_name, embedded = embed_selected(cfg, data, candidates, out / "extract_summary.json")
@@ -101,8 +125,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if not protocol.speaker_independent:
         results["warning"] = "speaker-DEPENDENT protocol: train and test may share speakers"
+    if cfg.get("save_model"):
+        results["model"] = str(save_full_head(cfg, make_classifier, X, fine, labels, store, out / "model"))
     png = plot_confusion(pooled["confusion"], labels.classes, out / "confusion.png",
                          f"{cfg.data.name} {labels.name} {encoder_name}+{results['classifier']} ({protocol.name}) UA={pooled['ua']:.3f}")
     metrics = {f"test/{k}": results[k] for k in ("wa", "ua", "macro_f1", "ua_fold_mean", "ua_fold_std")}
     metrics.update({f"test/f1_{c}": v for c, v in pooled["f1_per_class"].items()})
-    return finish_run(cfg, out, results, metrics, {"test/confusion": png})
+    return finish_run(cfg, out, results, metrics, {"test/confusion": png}, tables={"test/folds": fold_table(fold_records)},
+                      confusion={"key": "test/confusion_matrix", "matrix": pooled["confusion"], "classes": labels.classes,
+                                 "title": f"{cfg.data.name} {labels.name} {results['classifier']} (pooled over folds)"})
+
+
+def fold_table(fold_records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per fold for the W&B table: per-class scores as their own columns (``f1_per_class.sad``)."""
+    return [flatten_config({k: v for k, v in f.items() if k != "confusion"}) for f in fold_records]
