@@ -1,0 +1,49 @@
+"""Nested tuning: the grid search sees only the training fold, grouped by speaker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deeptalk_ser.evaluation.classifiers.svm import SVMClassifier
+from deeptalk_ser.evaluation.tuning import tuned_fit
+from deeptalk_ser.utils.errors import ConfigError
+
+SEEN: list[np.ndarray] = []
+
+
+class SpySVM(SVMClassifier):
+    """Records every row matrix it is fitted on (clones share the module-level list)."""
+
+    def fit(self, X, y):
+        SEEN.append(np.asarray(X).copy())
+        return super().fit(X, y)
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    spk = np.repeat([f"s{i}" for i in range(6)], 20).astype(object)
+    y = np.tile(np.array(["angry", "sad"], dtype=object), 60)
+    X = (rng.standard_normal((120, 5)) + np.where(y == "angry", 1.5, -1.5)[:, None] * [1, 0, 0, 0, 0] * 3).astype(np.float32)
+    return X, y, spk
+
+
+def test_search_never_sees_the_test_fold_and_groups_by_speaker():
+    X, y, spk = _data()
+    test = np.isin(spk, ["s5"])
+    SEEN.clear()
+    best, info = tuned_fit(lambda: SpySVM(backend="sklearn"), {"C": [1.0, 100.0], "gamma": ["scale", 0.01]},
+                           X[~test], y[~test], spk[~test], inner_folds=3)
+    test_rows = {r.tobytes() for r in X[test]}
+    assert SEEN and all(not ({r.tobytes() for r in fitted} & test_rows) for fitted in SEEN)
+    assert len(SEEN) == 4 * 3 + 1  # 4 grid points x 3 inner folds + the refit on the whole training fold
+    assert info["inner_folds"] == 3 and len(info["grid_scores"]) == 4 and info["best_params"]["C"] in (1.0, 100.0)
+    assert (best.predict(X[test]) == y[test]).mean() > 0.9
+
+
+def test_bad_grid_names_the_key():
+    X, y, spk = _data()
+    with pytest.raises(ConfigError, match="classifier.tune_grid"):
+        tuned_fit(lambda: SVMClassifier(backend="sklearn"), {"degree": [2]}, X, y, spk)
+    with pytest.raises(ConfigError, match="classifier.tune_folds"):
+        tuned_fit(lambda: SVMClassifier(backend="sklearn"), {"C": [1.0]}, X[:20], y[:20], spk[:20])
