@@ -152,3 +152,35 @@ def test_prepare_only_builds_the_store_and_exits(corpus: Path, tmp_path: Path) -
                tmp=tmp_path)
     summary = read_json(tmp_path / "train" / "train_summary.json")
     assert summary["train_store"]["reused"] and summary["train_store"]["path"] == store["path"]
+
+
+def test_the_users_voxceleb_command_on_fixture_trees(tmp_path: Path) -> None:
+    """``python train.py encoder=deeptalk data=voxceleb`` as typed (plus a tiny batch): a VoxCeleb1
+    + VoxCeleb2 (m4a) fixture tree is prepared into the store, trained, checkpointed and resumed."""
+    import soundfile as sf
+
+    from conftest import speech_like
+    from corpora.speaker_fixtures import build_voxceleb1, build_voxceleb2
+
+    data = tmp_path / "data"
+    build_voxceleb1(data / "voxceleb1")
+    build_voxceleb2(data / "voxceleb2", seconds=2.0)
+    for k, wav in enumerate(sorted((data / "voxceleb1" / "wav").rglob("*.wav"))):  # tones -> speech the VAD keeps
+        sf.write(str(wav), speech_like(2.0, 16000, f0=90.0 + 25 * k), 16000)
+    env = {"DEEPTALK_DATA_DIR": str(data)}
+    small = ["training.speakers_per_batch=2", "training.utterances_per_speaker=2", "training.crop_frames=60",
+             "training.batches_per_epoch=2", "training.val_speakers=2", "logger=csv"]
+    first = tmp_path / "first"
+    run_script("train.py", "encoder=deeptalk", "data=voxceleb", *small, "trainer.max_steps=2",
+               f"hydra.run.dir={first}", tmp=tmp_path, env=env)
+    summary = read_json(first / "train_summary.json")
+    store = summary["train_store"]
+    assert summary["global_step"] == 2 and not store["reused"]
+    # 7 VoxCeleb1 dev + 3 VoxCeleb2 dev (m4a) utterances of 5 speakers; 2 speakers held out for val/eer
+    assert store["utterances"] == summary["train_utterances"] and store["speakers"] == summary["train_speakers"] == 3
+    assert summary["train_utterances"] + summary["val_utterances"] == 10 and store["n_skipped"] == 0
+    second = tmp_path / "second"
+    run_script("train.py", "encoder=deeptalk", "data=voxceleb", *small, "trainer.max_steps=4",
+               f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={second}", tmp=tmp_path, env=env)
+    resumed = read_json(second / "train_summary.json")
+    assert resumed["global_step"] == 4 and resumed["train_store"]["reused"]

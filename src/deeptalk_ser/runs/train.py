@@ -10,6 +10,7 @@ The training utterances go through the front end once into the on-disk training 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ from deeptalk_ser.runs.common import prepare_data
 from deeptalk_ser.training.data import SpeakerDataModule
 from deeptalk_ser.training.module import SpeakerEncoderModule
 from deeptalk_ser.utils.threads import configure_threads_from_config
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """A checkpoint score for JSON: None when there is none or it is not finite (val/eer not computable)."""
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -81,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "best_model_path": getattr(ckpt_cb, "best_model_path", None),
-        "best_val_eer": float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None,
+        "best_val_eer": _finite_or_none(ckpt_cb.best_model_score if ckpt_cb is not None else None),
         "last_model_path": getattr(ckpt_cb, "last_model_path", None),
         "train_utterances": store_report.n_utterances, "train_speakers": store_report.n_speakers,
         "val_utterances": len(dm.val_utts), "skipped": store_report.skipped,

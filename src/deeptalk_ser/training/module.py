@@ -9,6 +9,7 @@ non-target pairs (fixed seed).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,8 @@ from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkNet, build_net
 from deeptalk_ser.training.losses import SpeakerLoss
 from deeptalk_ser.data.trials import generate_trials
 from deeptalk_ser.evaluation.verification import score_verification
+
+log = logging.getLogger(__name__)
 
 
 def batch_utterances(batch: Any) -> int:
@@ -77,10 +80,17 @@ class SpeakerEncoderModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         dm = self.trainer.datamodule
         utts = [dm.val_utts[i] for i in sorted(self._val_emb)]
-        if len({u.speaker for u in utts}) < 2:
+        try:
+            if len({u.speaker for u in utts}) < 2:
+                raise ValueError(f"{len(utts)} held-out utterance(s) got an embedding, from fewer than 2 speakers")
+            emb = np.stack([self._val_emb[i] for i in sorted(self._val_emb)])
+            trials = generate_trials(utts, None, seed=self.hparams.val_trial_seed)
+            res = score_verification(emb, {u.id: r for r, u in enumerate(utts)}, trials)
+        except ValueError as exc:  # no target pair, or too few embedded speakers: say so, keep training
+            # NaN never counts as an improvement for ModelCheckpoint(mode=min); last.ckpt is still written
+            log.warning("val/eer not computable this epoch (%s); raise training.val_speakers or check the "
+                        "held-out speakers' audio", exc)
+            self.log("val/eer", float("nan"), prog_bar=True, sync_dist=False)
             return
-        emb = np.stack([self._val_emb[i] for i in sorted(self._val_emb)])
-        trials = generate_trials(utts, None, seed=self.hparams.val_trial_seed)
-        res = score_verification(emb, {u.id: r for r, u in enumerate(utts)}, trials)
         self.log("val/eer", float(res["eer"]), prog_bar=True, sync_dist=False)
         self.log("val/min_dcf_p0.01", float(res["min_dcf"]["p0.01"]), sync_dist=False)
