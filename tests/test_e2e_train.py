@@ -184,3 +184,27 @@ def test_the_users_voxceleb_command_on_fixture_trees(tmp_path: Path) -> None:
                f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={second}", tmp=tmp_path, env=env)
     resumed = read_json(second / "train_summary.json")
     assert resumed["global_step"] == 4 and resumed["train_store"]["reused"]
+
+
+def test_fine_tune_from_a_checkpoint_and_refuse_a_misfit(corpus: Path, tmp_path: Path) -> None:
+    """``encoder.checkpoint=<file>`` on the command line starts from those weights (not a resume:
+    the step count starts at 0); a file whose shapes do not fit is one line naming it."""
+    from deeptalk_ser.embedding.encoders.deeptalk import build_net, load_checkpoint
+
+    shipped = PROJECT_ROOT / "src" / "deeptalk_ser" / "embedding" / "checkpoints" / "deeptalk_speechocean762_ge2e.pt"
+    run = tmp_path / "ft"
+    run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1", "training.lr=1e-12",
+               f"encoder.checkpoint={shipped}", f"hydra.run.dir={run}", tmp=tmp_path)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 1
+    ref = build_net(0)
+    load_checkpoint(ref, shipped)
+    tuned = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    w = "deepvox.conv1.weight" if "deepvox.conv1.weight" in tuned else next(iter(tuned))
+    assert torch.allclose(tuned[w], ref.state_dict()[w], atol=1e-6)  # lr ~0: still the shipped weights
+
+    bad = tmp_path / "bad.pt"
+    torch.save({k: torch.zeros(3) for k in ref.state_dict()}, bad)
+    proc = run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1", f"encoder.checkpoint={bad}",
+                      f"hydra.run.dir={tmp_path / 'bad'}", tmp=tmp_path, check=False, env={"HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and str(bad) in proc.stderr

@@ -10,6 +10,7 @@ The training utterances go through the front end once into the on-disk training 
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,32 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deeptalk_ser.data.audio.frontend import AudioFrontend
+from deeptalk_ser.embedding.encoders.deeptalk import load_checkpoint
 from deeptalk_ser.utils.io import write_json_atomic
 from deeptalk_ser.utils.loggers import build_loggers
 from deeptalk_ser.runs.common import prepare_data
 from deeptalk_ser.training.data import SpeakerDataModule
 from deeptalk_ser.training.module import SpeakerEncoderModule
 from deeptalk_ser.utils.threads import configure_threads_from_config
+
+log = logging.getLogger(__name__)
+
+
+def init_checkpoint(cfg: DictConfig) -> str | None:
+    """The weights to fine-tune from: ``training.init_checkpoint``, or ``encoder.checkpoint`` when the
+    user set it on the command line (its default, the shipped checkpoint, is for extraction:
+    training starts from a fresh network unless asked)."""
+    if cfg.training.get("init_checkpoint"):
+        return str(cfg.training.init_checkpoint)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra app (tests composing the config)
+        return None
+    if any(o.split("=", 1)[0].lstrip("+~") == "encoder.checkpoint" for o in overrides):
+        return str(cfg.encoder.checkpoint) if cfg.encoder.get("checkpoint") else None
+    return None
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -73,6 +94,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
     loss_name = loss_cfg.pop("name", None)  # for the record only; not a loss argument
     module = SpeakerEncoderModule(loss=instantiate(loss_cfg), lr=t.lr, grad_clip=t.grad_clip, seed=cfg.seed)
+    init = init_checkpoint(cfg)
+    if init and not cfg.get("ckpt_path"):  # a resume restores its own weights
+        what = load_checkpoint(module.net, init, trust=bool(cfg.encoder.get("trust_checkpoint", False)))
+        log.info("fine-tuning from %s (%s)", init, what)
     runtime = cfg.get("runtime") or {}
     if runtime.get("compile", False):  # in place: the state_dict keys (checkpoints, export) stay those of the net
         module.net.compile(mode=runtime.get("compile_mode"))

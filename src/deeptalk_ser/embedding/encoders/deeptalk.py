@@ -36,6 +36,7 @@ from deeptalk_ser.data.audio.framing import (FRAME_HOP, FRAME_LENGTH, SAMPLE_RAT
                              frame_windows, n_frames)
 from deeptalk_ser.data.audio.frontend import AudioFrontend, VADConfig
 from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
+from deeptalk_ser.utils.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +214,12 @@ def build_net(seed: int = RANDOM_INIT_SEED) -> DeepTalkNet:
 # Checkpoints
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that does not fit :class:`DeepTalkNet`; the message names file and keys."""
+class CheckpointError(DataError):
+    """A checkpoint that does not fit :class:`DeepTalkNet`; the message names file and keys
+    (a user error: the entry scripts print it as one line)."""
 
     def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(path, problem)
 
 
 def _checkpoint_safe_types() -> list[Any]:
