@@ -47,3 +47,17 @@ def test_bad_grid_names_the_key():
         tuned_fit(lambda: SVMClassifier(backend="sklearn"), {"degree": [2]}, X, y, spk)
     with pytest.raises(ConfigError, match="classifier.tune_folds"):
         tuned_fit(lambda: SVMClassifier(backend="sklearn"), {"C": [1.0]}, X[:20], y[:20], spk[:20])
+
+
+@pytest.mark.e2e
+def test_evaluate_with_classifier_tune(tmp_path):
+    from e2e_utils import read_json, run_script, speech_emodb_tree
+
+    corpus = speech_emodb_tree(tmp_path / "emodb", speakers=("03", "08", "09"), texts=("a01", "a02"))
+    run = tmp_path / "run"
+    run_script("evaluate.py", "experiment=egemaps_baseline", f"data.root={corpus}", "logger=none", "classifier.tune=true",
+               "classifier.tune_grid={C:[1.0,100.0],gamma:[scale]}", f"hydra.run.dir={run}", tmp=tmp_path)
+    res = read_json(run / "results.json")
+    assert res["tuning"]["grid"] == {"C": [1.0, 100.0], "gamma": ["scale"]}
+    for fold in res["folds"]:  # 3 LOSO folds, 2 training speakers each -> 2 inner folds
+        assert fold["tuned"]["inner_folds"] == 2 and fold["tuned"]["best_params"]["C"] in (1.0, 100.0)

@@ -21,38 +21,67 @@ from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.evaluation.labels import EmotionLabels
 from deeptalk_ser.evaluation.heads import save_head
 from deeptalk_ser.evaluation.metrics import classification_metrics
+from deeptalk_ser.evaluation.tuning import DEFAULT_GRID, check_grid, tuned_fit
 from deeptalk_ser.evaluation.normalization import check_mode, normalise_per_speaker
 from deeptalk_ser.evaluation.protocols import check_disjoint, group_values, write_split_file
 from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
 from deeptalk_ser.utils.errors import ConfigError
 from deeptalk_ser.utils.loggers import flatten_config
+from deeptalk_ser.utils.progress import progress
 from deeptalk_ser.utils.reporting import plot_confusion
 
 log = logging.getLogger(__name__)
 
 
 def run_folds(X: np.ndarray, fine: np.ndarray, labels: EmotionLabels, folds: list, make_classifier, speakers: np.ndarray,
-              speaker_independent: bool) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, str]:
-    """Train and test one classifier per fold; returns per-fold records and pooled labels."""
+              speaker_independent: bool, tune: dict[str, Any] | None = None
+              ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, str]:
+    """Train and test one classifier per fold; returns per-fold records and pooled labels. With
+    ``tune`` (grid, folds, scoring) the classifier's parameters are chosen inside each training
+    fold by speaker-grouped cross-validation (evaluation/tuning.py) before the test fold is seen."""
     y_task = labels.to_task_labels(fine)
     pooled_true, pooled_pred, fold_records, backend = [], [], [], "none"
-    for fold in folds:
+    for fold in progress(folds, desc="folds", unit="fold"):
         shared = check_disjoint(fold, speakers, speaker_independent)
         clf = make_classifier()
         backend = clf.resolved_backend
         y_train = fine[fold.train] if clf.uses_fine_labels else y_task[fold.train]
-        clf.fit(X[fold.train], y_train)
+        chosen: dict[str, Any] = {}
+        if tune:
+            clf, info = tuned_fit(make_classifier, tune["grid"], X[fold.train], y_train, speakers[fold.train],
+                                  inner_folds=tune["folds"], scoring=tune["scoring"])
+            chosen = {"tuned": {k: info[k] for k in ("best_params", "inner_score", "inner_folds")}}
+        else:
+            clf.fit(X[fold.train], y_train)
         pred = clf.predict(X[fold.test])
         if clf.uses_fine_labels:
             pred = labels.to_task_labels(pred)
         true = y_task[fold.test]
         m = classification_metrics(true, pred, labels.classes)
         fold_records.append({"name": fold.name, "n_train": int(len(fold.train)), "n_test": int(len(fold.test)),
-                             "speakers_shared": len(shared), **m})
+                             "speakers_shared": len(shared), **chosen, **m})
         pooled_true.append(true)
         pooled_pred.append(pred)
         log.info("fold %s: n_test=%d WA=%.4f UA=%.4f", fold.name, len(fold.test), m["wa"], m["ua"])
     return fold_records, np.concatenate(pooled_true), np.concatenate(pooled_pred), backend
+
+
+#: classifier config keys that configure the nested search, not the classifier itself
+TUNE_KEYS = ("tune", "tune_grid", "tune_folds", "tune_scoring")
+
+
+def classifier_and_tuning(cfg: DictConfig) -> tuple[Any, dict[str, Any] | None]:
+    """The classifier factory from ``cfg.classifier`` and, with ``classifier.tune=true``, the
+    nested search settings (grid checked against the classifier's parameters now)."""
+    node = OmegaConf.to_container(cfg.classifier, resolve=True)
+    assert isinstance(node, dict)
+    opts = {k: node.pop(k, None) for k in TUNE_KEYS}
+    make_classifier = instantiate(node, _partial_=True, _convert_="all")
+    if not opts["tune"]:
+        return make_classifier, None
+    grid = check_grid(opts["tune_grid"] or DEFAULT_GRID, list(make_classifier().get_params()))
+    return make_classifier, {"grid": grid, "folds": int(opts["tune_folds"] or 3),
+                             "scoring": str(opts["tune_scoring"] or "balanced_accuracy")}
 
 
 def save_full_head(cfg: DictConfig, make_classifier, X: np.ndarray, fine: np.ndarray, labels: EmotionLabels,
@@ -80,7 +109,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("task", f"no {cfg.data.name} utterance has a label of task {labels.name} "
                                   f"({sorted(labels.label_map)})")
     # refuse impossible classifier / protocol settings now, not after the whole extraction
-    make_classifier = instantiate(cfg.classifier, _partial_=True, _convert_="all")
+    make_classifier, tune = classifier_and_tuning(cfg)
     make_classifier().check_params()
     per_speaker = check_mode(cfg.get("features", {}).get("per_speaker", "none"))
     if cfg.get("save_model") and "parts" in cfg.encoder:
@@ -97,8 +126,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     folds = protocol.folds(utts, fine)
     split_hash = write_split_file(out / "splits.json", protocol, folds, utts)  # the exact folds, hashed
     speakers = group_values(utts, "speaker")
+    probe = make_classifier()
+    if hasattr(probe, "check_fits"):  # a fit that would not fit in memory is refused before the first fold
+        probe.check_fits(max((len(f.train) for f in folds), default=0), X.shape[1])
     fold_records, y_true, y_pred, backend = run_folds(X, fine, labels, folds, make_classifier, speakers,
-                                                      protocol.speaker_independent)
+                                                      protocol.speaker_independent, tune)
 
     pooled = classification_metrics(y_true, y_pred, labels.classes)
     ua_folds = np.array([f["ua"] for f in fold_records])
@@ -118,6 +150,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "classifier_config": OmegaConf.to_container(cfg.classifier, resolve=True),
         "encoder_config": store.meta.get("key", {}),
         "per_speaker_normalisation": per_speaker,
+        "tuning": tune,
         "extraction": extraction,
         "prepare_skipped": data.report.skipped,
         "folds": fold_records,
