@@ -119,10 +119,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "last_model_path": getattr(ckpt_cb, "last_model_path", None),
         "train_utterances": store_report.n_utterances, "train_speakers": store_report.n_speakers,
         "val_utterances": len(dm.val_utts), "skipped": store_report.skipped,
+        "skipped_at_prepare": data.report.skipped, "n_skipped_at_prepare": len(data.report.skipped),
         "train_store": store_report.summary(),
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
     if trainer.is_global_zero:
         write_json_atomic(out / "train_summary.json", summary)
-        print(f"[train] step {summary['global_step']}, best val/eer {summary['best_val_eer']}, checkpoints in {out}")
+        print(f"[train] step {summary['global_step']}, best val/eer {summary['best_val_eer']}, checkpoints in {out} "
+              f"({summary['n_skipped_at_prepare']} skipped at prepare, {len(summary['skipped'])} left out of the "
+              "training store; listed in train_summary.json)")
     return summary
