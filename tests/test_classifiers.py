@@ -141,7 +141,10 @@ def test_backend_recorded_as_sklearn():
 def test_select_backend_without_gpu(monkeypatch):
     import torch
 
+    from deeptalk_ser.evaluation.classifiers import backend
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(backend, "sklearnex_available", lambda: False)  # auto prefers it when installed
     assert select_backend("auto") == "sklearn"
     assert select_backend("sklearn") == "sklearn"
     assert SVMClassifier().resolved_backend == "sklearn"
@@ -170,22 +173,26 @@ def test_clone_gives_an_unfitted_copy_with_the_same_params():
 
 def test_svm_get_params_round_trip():
     params = {"C": 3.0, "gamma": "scale", "standardize": True, "balance": True, "backend": "sklearn", "seed": 7,
-              "name": "flat", "class_order": ["b", "a"]}
+              "name": "flat", "class_order": ["b", "a"], "cache_size": 500.0, "n_components": 64,
+              "approx_head": "linear_svc"}
     clf = SVMClassifier(**params)
     assert clf.get_params() == params
     assert SVMClassifier().set_params(**params).get_params() == params
     assert SVMClassifier().get_params() == {"C": 1000.0, "gamma": 0.1, "standardize": False, "balance": False,
-                                            "backend": "auto", "seed": 0, "name": "svm", "class_order": None}
+                                            "backend": "auto", "seed": 0, "name": "svm", "class_order": None,
+                                            "cache_size": 200.0, "n_components": 1024, "approx_head": "ridge"}
 
 
 def test_sad_first_get_params_round_trip():
     params = {"first_class": "angry", "name": "h", "C": 10.0, "gamma": 0.5, "standardize": True, "balance": True,
-              "backend": "sklearn", "seed": 3, "class_order": ["sad", "happy"]}
+              "backend": "sklearn", "seed": 3, "class_order": ["sad", "happy"], "cache_size": 300.0,
+              "n_components": 128, "approx_head": "ridge"}
     clf = SadFirstClassifier(**params)
     assert clf.get_params() == params and clone(clf).get_params() == params
     assert SadFirstClassifier().get_params() == {"first_class": "sad", "name": "hierarchical", "C": 1000.0,
                                                  "gamma": 0.1, "standardize": False, "balance": False,
-                                                 "backend": "auto", "seed": 0, "class_order": None}
+                                                 "backend": "auto", "seed": 0, "class_order": None,
+                                                 "cache_size": 200.0, "n_components": 1024, "approx_head": "ridge"}
     fitted = SadFirstClassifier(**params).fit(*blobs({c: 10 for c in FOUR}))
     for stage in (fitted.stage1_, fitted.stage2_):  # the stages carry the head's SVM parameters
         assert {k: v for k, v in stage.get_params().items() if k != "name"} == \

@@ -23,6 +23,7 @@ from deeptalk_ser.data.corpora.base import CorpusLoader
 from deeptalk_ser.data.audio.io import read_header
 from deeptalk_ser.utils.errors import AudioError, DataError
 from deeptalk_ser.utils.io import file_checksum, file_stat, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.utils.progress import progress
 from deeptalk_ser.data.manifest import Utterance, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
             return i, AudioError(abs_paths[i], f"cannot read file ({exc.strerror or exc})")
 
     with ThreadPoolExecutor(max_workers=workers or min(32, (os.cpu_count() or 1) * 4)) as pool:
-        for i, res in pool.map(work, todo, chunksize=64):
+        for i, res in progress(pool.map(work, todo, chunksize=64), total=len(todo), desc=f"prepare {loader.name}",
+                               unit="file"):
             results[i] = res
     skipped: list[dict[str, str]] = list(rejected)
     for i, res in results.items():

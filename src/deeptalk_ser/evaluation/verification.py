@@ -19,6 +19,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from deeptalk_ser.utils.progress import progress
+
 
 def cosine_scores(
     emb: np.ndarray,
@@ -50,7 +52,8 @@ def cosine_scores(
     norms = np.linalg.norm(work, axis=1, keepdims=True)
     unit = np.divide(work, norms, out=np.zeros_like(work), where=norms > 0)
     out = np.empty(len(a), dtype=np.float64)
-    for s in range(0, len(a), chunk):
+    starts = range(0, len(a), chunk)
+    for s in progress(starts, total=len(starts), desc="scoring trials", unit="chunk", disable_below=2):
         out[s : s + chunk] = np.einsum("ij,ij->i", unit[a[s : s + chunk]], unit[b[s : s + chunk]])
     return out
 

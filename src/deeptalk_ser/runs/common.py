@@ -149,11 +149,15 @@ def embed_selected(cfg: DictConfig, data: PreparedData, utts: list[Utterance], s
 
 
 def finish_run(cfg: DictConfig, out: Path, results: dict[str, Any], metrics: dict[str, float],
-               images: dict[str, Path] | None = None, table: bool = True) -> dict[str, Any]:
-    """Write ``results.json`` (atomically), send metrics and images to the configured loggers,
-    print the one-line summary table and where the results are."""
+               images: dict[str, Path] | None = None, table: bool = True,
+               tables: dict[str, list[dict[str, Any]]] | None = None,
+               confusion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``results.json`` (atomically), send metrics, images, tables (``{key: rows}``, e.g.
+    per fold) and a confusion matrix (W&B plot) to the configured loggers, print the one-line
+    summary table and where the results are."""
     write_json_atomic(out / "results.json", results)
-    log_run(build_loggers(cfg.get("logger")), OmegaConf.to_container(cfg, resolve=True), metrics, images or {})
+    log_run(build_loggers(cfg.get("logger")), OmegaConf.to_container(cfg, resolve=True), metrics, images or {},
+            tables=tables, confusion=confusion)
     if table:
         print(markdown_table([summary_row(results)], SUMMARY_COLUMNS))
     extraction = results.get("extraction") or {}

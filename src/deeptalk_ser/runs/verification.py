@@ -52,4 +52,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                "encoder_config": store.meta.get("key", {}), "extraction": extraction,
                "wall_seconds": time.perf_counter() - t0}
     metrics = {"test/eer": res["eer"], **{f"test/min_dcf_{k}": v for k, v in res["min_dcf"].items()}}
-    return finish_run(cfg, out, results, metrics)
+    operating = [{"p_target": k, "min_dcf": v} for k, v in res["min_dcf"].items()]
+    operating.append({"p_target": "eer", "min_dcf": None, "eer": res["eer"], "threshold": res["eer_threshold"]})
+    return finish_run(cfg, out, results, metrics, tables={"test/operating_points": operating})

@@ -1,16 +1,59 @@
-"""Hydra callback that writes one aggregated table when a multirun sweep ends."""
+"""Hydra callback that writes one aggregated table when a multirun sweep ends, and logs it to
+W&B once, as a run of its own (``job_type`` ``summary``) in the sweep's group."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from deeptalk_ser.utils.reporting import SUMMARY_COLUMNS, aggregate_runs, markdown_table
 
 log = logging.getLogger(__name__)
+
+
+def _wandb_conf(config: DictConfig) -> dict[str, Any] | None:
+    """The W&B logger settings of the sweep, if it logs to W&B (``logger=csv`` / ``none``: None).
+    Only plain fields are read: the job-level interpolations (output_dir) do not exist here."""
+    node = OmegaConf.select(config, "logger.wandb", default=None)
+    if node is None or "wandb" not in str(node.get("_target_", "")).lower():
+        return None
+    keys = ("project", "entity", "offline", "tags")
+    return {k: OmegaConf.select(node, k, default=None, throw_on_resolution_failure=False) for k in keys}
+
+
+def log_sweep_summary(config: DictConfig, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:
+    """Log the sweep's summary table as a W&B Table in its own run of the sweep's group; returns
+    the run's directory (None when the sweep does not log to W&B)."""
+    wconf = _wandb_conf(config)
+    if wconf is None or not rows:
+        return None
+    import wandb
+
+    from deeptalk_ser.utils.loggers import wandb_table
+
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    group = sweep_dir.name
+    overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
+    run = wandb.init(project=wconf["project"], entity=wconf["entity"], group=group, job_type="summary",
+                     name=f"{group} summary", dir=str(sweep_dir), tags=wconf["tags"],
+                     mode="offline" if wconf["offline"] in (None, True) else "online",
+                     config={"n_runs": len(rows), "sweep_dir": str(sweep_dir), "overrides": overrides,
+                             "job": str(OmegaConf.select(config, "hydra.job.name", default=""))})
+    try:
+        run.log({"sweep/summary": wandb_table(rows, columns)})
+        for metric in ("ua", "wa", "macro_f1", "eer"):  # the best of the sweep, at a glance in the runs table
+            vals = [(r[metric], r["run"]) for r in rows if isinstance(r.get(metric), (int, float))]
+            if vals:
+                best = (min if metric == "eer" else max)(vals)
+                run.summary[f"best/{metric}"] = best[0]
+                run.summary[f"best/{metric}_run"] = best[1]
+    finally:
+        run.finish()
+    return str(sweep_dir / "wandb")
 
 
 class AggregateResults(Callback):
@@ -19,5 +62,12 @@ class AggregateResults(Callback):
         if rows:
             print(f"\nSweep summary ({len(rows)} runs) -> {config.hydra.sweep.dir}/summary.{{csv,md}}")
             print(markdown_table(rows, ["run", *SUMMARY_COLUMNS]))
+            try:
+                where = log_sweep_summary(config, rows, ["run", *SUMMARY_COLUMNS])
+            except Exception as exc:  # the table is on disk already; W&B trouble must not fail the sweep
+                log.warning("sweep summary not logged to W&B: %s", exc)
+            else:
+                if where:
+                    print(f"W&B group {Path(str(config.hydra.sweep.dir)).name}: summary table -> {where}")
         else:
             log.warning("multirun ended without any results.json under %s", config.hydra.sweep.dir)

@@ -27,7 +27,8 @@ class SadFirstClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, first_class: str = "sad", name: str = "hierarchical", C: float = 1000.0,
                  gamma: float | str = 0.1, standardize: bool = False, balance: bool = False,
-                 backend: str = "auto", seed: int = 0, class_order: Sequence[str] | None = None) -> None:
+                 backend: str = "auto", seed: int = 0, class_order: Sequence[str] | None = None,
+                 cache_size: float = 200.0, n_components: int = 1024, approx_head: str = "ridge") -> None:
         self.first_class = first_class
         self.name = name
         self.C = C
@@ -37,19 +38,27 @@ class SadFirstClassifier(ClassifierMixin, BaseEstimator):
         self.backend = backend
         self.seed = seed
         self.class_order = class_order
+        self.cache_size = cache_size
+        self.n_components = n_components
+        self.approx_head = approx_head
 
     def _stage(self) -> SVMClassifier:
         return SVMClassifier(C=self.C, gamma=self.gamma, standardize=self.standardize, balance=self.balance,
-                             backend=self.backend, seed=self.seed, class_order=self.class_order)
+                             backend=self.backend, seed=self.seed, class_order=self.class_order,
+                             cache_size=self.cache_size, n_components=self.n_components, approx_head=self.approx_head)
 
     def check_params(self) -> "SadFirstClassifier":
         """See :meth:`SVMClassifier.check_params` (both stages share the parameters)."""
         self._stage().check_params()
         return self
 
+    def check_fits(self, n_rows: int, n_features: int) -> int:
+        """Stage 1 fits on every row (stage 2 on fewer): see :meth:`SVMClassifier.check_fits`."""
+        return self._stage().check_fits(n_rows, n_features)
+
     @property
     def resolved_backend(self) -> str:
-        """The library both stages fit with (``sklearn`` or ``cuml``)."""
+        """The library both stages fit with (see :mod:`.backend`)."""
         return self._stage().resolved_backend
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "SadFirstClassifier":

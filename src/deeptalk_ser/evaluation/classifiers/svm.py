@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from deeptalk_ser.evaluation.classifiers.backend import make_svc, select_backend
+from deeptalk_ser.evaluation.classifiers.backend import APPROX_HEADS, check_fits, make_svc, select_backend
 from deeptalk_ser.utils.errors import ConfigError
 
 
@@ -35,14 +35,18 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
     """RBF SVM on float32 features with string labels. ``class_order``: libsvm breaks one-vs-one
     vote ties in favour of the earlier class, so the order (listed classes first, the rest
     sorted) can move accuracy by a few tenths of a point; it is explicit for exact reproduction.
-    ``backend`` is the preference as given; :attr:`resolved_backend` is the library used."""
+    ``backend`` is the preference as given; :attr:`resolved_backend` is the library used
+    (``auto``, ``sklearn``, ``sklearnex``, ``cuml``, ``nystroem``: see :mod:`.backend`).
+    ``cache_size``: MB of kernel cache of the exact backends (scikit-learn's default, 200);
+    ``n_components`` / ``approx_head``: the ``nystroem`` backend's feature count and linear head."""
 
     #: trained on the task's labels (not the fine ones, see SadFirstClassifier)
     uses_fine_labels = False
 
     def __init__(self, C: float = 1000.0, gamma: float | str = 0.1, standardize: bool = False,
                  balance: bool = False, backend: str = "auto", seed: int = 0, name: str = "svm",
-                 class_order: Sequence[str] | None = None) -> None:
+                 class_order: Sequence[str] | None = None, cache_size: float = 200.0,
+                 n_components: int = 1024, approx_head: str = "ridge") -> None:
         self.C = C
         self.gamma = gamma
         self.standardize = standardize
@@ -51,6 +55,9 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.name = name
         self.class_order = class_order
+        self.cache_size = cache_size
+        self.n_components = n_components
+        self.approx_head = approx_head
 
     @property
     def resolved_backend(self) -> str:
@@ -67,11 +74,24 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
                 SVC(**{name: getattr(self, name)})._validate_params()
             except ValueError as exc:  # sklearn's InvalidParameterError names the allowed range
                 raise ConfigError(f"classifier.{name}", str(exc).replace(" of SVC", "")) from None
+        if not isinstance(self.cache_size, (int, float)) or isinstance(self.cache_size, bool) or self.cache_size <= 0:
+            raise ConfigError("classifier.cache_size", f"must be a positive number of MB, got {self.cache_size!r}")
+        if not isinstance(self.n_components, int) or isinstance(self.n_components, bool) or self.n_components < 1:
+            raise ConfigError("classifier.n_components", f"must be a positive integer, got {self.n_components!r}")
+        if self.approx_head not in APPROX_HEADS:
+            raise ConfigError("classifier.approx_head", f"must be one of {', '.join(APPROX_HEADS)}, got {self.approx_head!r}")
         select_backend(self.backend)
         return self
 
+    def check_fits(self, n_rows: int, n_features: int) -> int:
+        """Refuse, before a fit starts, one that would not fit in memory (ConfigError naming the
+        key to change); returns the estimated bytes. ``balance`` only ever lowers ``n_rows``."""
+        return check_fits(self.resolved_backend, n_rows, n_features, self.cache_size, self.n_components,
+                          approx_head=self.approx_head)
+
     def _make_model(self, backend: str) -> Any:
-        svc = make_svc(backend, self.C, self.gamma, self.seed)
+        svc = make_svc(backend, self.C, self.gamma, self.seed, cache_size=self.cache_size,
+                       n_components=self.n_components, approx_head=self.approx_head)
         return Pipeline([("scale", StandardScaler()), ("svc", svc)]) if self.standardize else svc
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "SVMClassifier":
@@ -87,6 +107,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         lookup = {c: i for i, c in enumerate(self.classes_)}
         codes = np.fromiter((lookup[c] for c in y), dtype=np.int64, count=len(y))  # both backends get integer labels
         self.backend_ = self.resolved_backend
+        check_fits(self.backend_, len(y), X.shape[1], self.cache_size, self.n_components, approx_head=self.approx_head)
         self.model_ = self._make_model(self.backend_).fit(X, codes)
         self.n_train_ = len(y)
         self.n_features_in_ = X.shape[1]
@@ -99,4 +120,6 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
     def describe(self) -> dict:
         return {"name": self.name, "C": self.C, "gamma": self.gamma, "standardize": self.standardize,
                 "balance": self.balance, "backend": self.resolved_backend,
-                "class_order": list(self.class_order) if self.class_order else None}
+                "class_order": list(self.class_order) if self.class_order else None,
+                **({"n_components": self.n_components, "approx_head": self.approx_head}
+                   if self.resolved_backend == "nystroem" else {})}
