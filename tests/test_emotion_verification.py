@@ -85,3 +85,25 @@ def test_job_on_a_generated_emodb_tree(tmp_path: Path) -> None:
         assert 0.0 <= rec["eer"] <= 1.0 and rec["n_nontarget"] == 2 * rec["n_utterances"]  # vs the 2 other models
     assert (run / "emotion_verification.png").stat().st_size > 0
     assert "EER - reference" in proc.stdout
+
+
+@pytest.mark.parametrize("corpus", ["crema_d", "iemocap", "ravdess"])
+def test_runs_on_the_other_corpora_labels(tmp_path: Path, corpus: str) -> None:
+    """The corpora absent here: their fixture manifests (labels, speakers) go through the analysis."""
+    from corpora import emotion_fixtures as fx
+    from corpora.speaker_fixtures import instantiate_data_config
+
+    root_name = {"crema_d": "CREMA-D", "iemocap": "IEMOCAP_full_release", "ravdess": "RAVDESS"}[corpus]
+    getattr(fx, f"build_{corpus}")(tmp_path / root_name)
+    utts = [u for u in instantiate_data_config(corpus, tmp_path).scan() if u.label is not None]
+    emb = np.random.default_rng(0).standard_normal((len(utts), 8))
+    speakers_with_neutral = {u.speaker for u in utts if u.label == "neutral"}
+    if len(speakers_with_neutral) < 2:
+        with pytest.raises(ConfigError, match="task.enrol_label"):
+            emotion_verification(utts, emb, "neutral")
+        return
+    res = emotion_verification(utts, emb, "neutral")
+    assert res["enrolled_speakers"] == len(speakers_with_neutral)
+    assert (res["reference_eer"] is None) == ("neutral" not in res["emotions"])
+    for rec in res["emotions"].values():
+        assert 0.0 <= rec["eer"] <= 1.0 and rec["n_target"] >= 1 and rec["n_nontarget"] >= 1

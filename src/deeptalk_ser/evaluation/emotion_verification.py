@@ -22,11 +22,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import logging
+
 import numpy as np
 
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.evaluation.verification import compute_eer, compute_min_dcf
 from deeptalk_ser.utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -98,19 +102,22 @@ def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label
             "min_dcf": {f"p{p:g}": compute_min_dcf(s, y, p_target=p) for p in p_targets},
             "target_score_mean": float(target.mean()), "nontarget_score_mean": float(nontarget.mean()),
         }
-    if enrol_label not in per_emotion:
-        raise ConfigError("task.enrol_label", f"no {enrol_label!r} reference trials: every enrolled speaker "
-                                              "needs at least 2 utterances in it")
-    ref = per_emotion[enrol_label]
+    if not per_emotion:
+        raise ConfigError("task.emotions", "no test emotion has both target and non-target trials")
+    ref = per_emotion.get(enrol_label)
+    if ref is None:  # every speaker has a single neutral utterance: no leave-one-out model to test against
+        log.warning("no %r reference trials (each enrolled speaker has one %r utterance): per-emotion scores are "
+                    "reported without the reference", enrol_label, enrol_label)
     for rec in per_emotion.values():
-        rec["eer_minus_reference"] = rec["eer"] - ref["eer"]
+        rec["eer_minus_reference"] = None if ref is None else rec["eer"] - ref["eer"]
     others = [e for e in per_emotion if e != enrol_label]
     pooled_eer = None
     if others:
         pooled_eer = float(np.mean([per_emotion[e]["eer"] for e in others]))
     return {"enrol_label": enrol_label, "enrolled_speakers": len(enrolled),
             "speakers_without_enrolment": sorted(set(speakers) - set(enrolled)),
-            "emotions": per_emotion, "reference_eer": ref["eer"], "mean_emotional_eer": pooled_eer}
+            "emotions": per_emotion, "reference_eer": None if ref is None else ref["eer"],
+            "mean_emotional_eer": pooled_eer}
 
 
 def plot_emotion_verification(res: dict[str, Any], path: str, title: str) -> str:
@@ -125,10 +132,11 @@ def plot_emotion_verification(res: dict[str, Any], path: str, title: str) -> str
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.4))
     colours = ["tab:grey" if e == res["enrol_label"] else "tab:red" for e in names]
     ax.bar(names, eers, color=colours)
-    ax.axhline(res["reference_eer"], color="black", lw=0.8, ls="--", label=f"{res['enrol_label']} reference")
+    if res["reference_eer"] is not None:
+        ax.axhline(res["reference_eer"], color="black", lw=0.8, ls="--", label=f"{res['enrol_label']} reference")
+        ax.legend(fontsize=8)
     ax.set_ylabel("EER")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
     for x, v in enumerate(eers):
         ax.text(x, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
     fig.tight_layout()

@@ -36,7 +36,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     png = plot_emotion_verification(res, str(out / "emotion_verification.png"),
                                     f"{cfg.data.name} {encoder_name}: enrol {cfg.task.enrol_label}, test per emotion")
     p0 = f"p{cfg.task.p_targets[0]:g}"
-    metrics: dict[str, float] = {"test/reference_eer": res["reference_eer"]}
+    metrics: dict[str, float] = {} if res["reference_eer"] is None else {"test/reference_eer": res["reference_eer"]}
     for e, rec in res["emotions"].items():
         metrics[f"test/eer_{e}"] = rec["eer"]
         metrics[f"test/min_dcf_{p0}_{e}"] = rec["min_dcf"][p0]
@@ -44,7 +44,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics["test/mean_emotional_eer"] = res["mean_emotional_eer"]
     finish_run(cfg, out, results, metrics, {"test/emotion_verification": Path(png)}, table=False)
     rows = [{"test emotion": e, "target": r["n_target"], "non-target": r["n_nontarget"], "EER": f"{r['eer']:.4f}",
-             f"minDCF({p0})": f"{r['min_dcf'][p0]:.4f}", "EER - reference": f"{r['eer_minus_reference']:+.4f}"}
+             f"minDCF({p0})": f"{r['min_dcf'][p0]:.4f}", "EER - reference": "-" if r["eer_minus_reference"] is None else f"{r['eer_minus_reference']:+.4f}"}
             for e, r in res["emotions"].items()]
     print(markdown_table(rows, list(rows[0])))
     return results
