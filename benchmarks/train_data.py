@@ -52,6 +52,7 @@ from deeptalk_ser.training.data import StoreCropDataset
 from deeptalk_ser.training.sampler import SpeakerBatchSampler
 from deeptalk_ser.utils.errors import AudioError
 from deeptalk_ser.utils.io import write_json_atomic
+from deeptalk_ser.data.audio.synthetic import speech_like
 
 P, K, CROP = 32, 10, 200
 
@@ -105,20 +106,6 @@ class BankCropDataset(Dataset):
 
 
 # ----------------------------------------------------------------------------- corpora
-
-
-def speech_like(seconds: float, sr: int, f0: float) -> np.ndarray:
-    """Copy of ``tests/conftest.speech_like``: sawtooth through three formants, 4 Hz syllables."""
-    import scipy.signal as ss
-
-    t = np.arange(int(round(seconds * sr))) / sr
-    y = ss.sawtooth(2 * np.pi * f0 * t)
-    for f, bw in ((700, 100), (1200, 120), (2600, 200)):
-        r, th = np.exp(-np.pi * bw / sr), 2 * np.pi * f / sr
-        y = ss.lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], y)
-    y = y / np.abs(y).max()
-    env = 0.5 * (1 + np.sin(2 * np.pi * 4 * t - np.pi / 2))
-    return (0.5 * y * env).astype(np.float32)
 
 
 def n_speakers_for(n: int) -> int:

@@ -43,6 +43,7 @@ def test_emodb_ge2e_loso_meets_the_acceptance_ua(tmp_path: Path) -> None:
     assert all(f["speakers_shared"] == 0 for f in res["folds"])
 
 
+@pytest.mark.slow  # 45 s: `make test-all`
 @requires_shared("speechocean762")
 def test_shipped_deeptalk_checkpoint_reproduces_its_model_card_eer(tmp_path: Path) -> None:
     run = tmp_path / "run"

@@ -313,6 +313,7 @@ def test_one_vs_two_ddp_processes_egemaps_bit_identical(corpus, runs):
     assert [p.name for p in (two / "cache" / "embeddings" / "emodb").iterdir() if not p.name.endswith(".lock")] == [b.path.name]
 
 
+@pytest.mark.slow  # the egemaps variant covers DDP bit-identity in the default run
 @pytest_e2e
 def test_one_vs_two_ddp_processes_deeptalk_bit_identical(corpus, runs):
     """Bit-identical with the same intra-op threads per process (OMP_NUM_THREADS=1; Lightning
@@ -332,6 +333,7 @@ def test_one_vs_two_ddp_processes_deeptalk_bit_identical(corpus, runs):
     assert np.abs(np.asarray(c.embeddings) - np.asarray(b.embeddings)).max() <= 1e-6
 
 
+@pytest.mark.slow  # test_crash_mid_way_then_restart_gives_the_same_store covers resume in-process
 @pytest_e2e
 def test_sigkill_mid_way_then_restart_gives_an_identical_store(corpus, runs, tmp_path):
     from e2e_utils import read_json, run_script

@@ -49,6 +49,7 @@ def test_train_writes_checkpoints_that_the_encoder_loads(corpus: Path, tmp_path:
     assert torch.equal(enc.net.fCNN[0].weight, sd["net.fCNN.0.weight"])
 
 
+@pytest.mark.slow  # the resume-with-workers tests check identical steps in the default run
 def test_killed_run_resumes_exactly(corpus: Path, tmp_path: Path) -> None:
     """SIGKILL a long run once it has a last.ckpt; resuming continues its step count."""
     run = tmp_path / "run"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from deeptalk_ser.utils.errors import DataError
-from deeptalk_ser.utils.io import iter_lines, write_text_atomic
+from deeptalk_ser.utils.io import file_stat, iter_lines, write_text_atomic
 
 CORE_KEYS = ("id", "path", "duration", "sample_rate", "speaker", "label", "split", "corpus", "checksum")
 
@@ -36,6 +36,11 @@ class Utterance:
     corpus: str | None = None
     checksum: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str | list[int] | None:
+        """What every cache built from this file is keyed by: prepare's content checksum, or the
+        file's stat for an utterance that did not come through prepare (no extra I/O otherwise)."""
+        return self.checksum or file_stat(self.path)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {k: getattr(self, k) for k in CORE_KEYS}

@@ -21,7 +21,7 @@ import numpy as np
 
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.utils.errors import DataError
-from deeptalk_ser.utils.io import file_stat, make_temp_dir, stable_hash
+from deeptalk_ser.utils.io import make_temp_dir, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def store_key(utts: Sequence[Utterance], encoder: Any, windowing: Any, on_error:
     content checksum from prepare, so a file replaced by another is noticed even when its size
     and mtime were kept; utterances without a checksum fall back to the file's stat), so a subset
     of a manifest gets its own store."""
-    listing = [[u.id, u.path, u.duration, u.sample_rate, u.checksum or file_stat(u.path)] for u in utts]
+    listing = [[u.id, u.path, u.duration, u.sample_rate, u.fingerprint()] for u in utts]
     return {"manifest_hash": stable_hash(listing, 32), "n_utterances": len(utts), "encoder": encoder.config(),
             "windowing": windowing.describe(), "on_error": on_error, "dtype": dtype}
 

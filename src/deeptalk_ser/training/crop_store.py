@@ -29,7 +29,6 @@ import logging
 import mmap
 import os
 import shutil
-import sys
 import time
 from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -44,7 +43,8 @@ from deeptalk_ser.data.audio.framing import FRAME_HOP, FRAME_LENGTH, frame_mask,
 from deeptalk_ser.data.audio.frontend import AudioFrontend
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.utils.errors import DataError
-from deeptalk_ser.utils.io import atomic_path, file_stat, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.utils.io import atomic_path, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,9 @@ def plan_shards(utts: Sequence[Utterance], shard_size: int) -> list[list[Utteran
 
 
 def shard_listing(utts: Sequence[Utterance]) -> list[list[Any]]:
-    """What a shard's content depends on: ids, paths, file (size, mtime) and the manifest's
-    content checksum (when prepare filled it)."""
-    return [[u.id, str(u.path), file_stat(u.path), getattr(u, "checksum", None)] for u in utts]
+    """What a shard's content depends on: ids, paths and each file's fingerprint (prepare's content
+    checksum, so opening a finished store stats no file; the stat without one)."""
+    return [[u.id, str(u.path), u.fingerprint()] for u in utts]
 
 
 def shard_key(utts: Sequence[Utterance], fe_key: str) -> str:
@@ -198,12 +198,6 @@ class StoreReport:
                 "n_skipped": len(self.skipped), "skipped": self.skipped, "prepare_s": round(self.seconds, 3)}
 
 
-def _progress(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="utt", desc="training store", disable=not sys.stderr.isatty())
-
-
 def prepare_store(utts: Sequence[Utterance], frontend: AudioFrontend, root: str | Path, *, shard_size: int = 1000,
                   num_workers: int = 1, on_error: str = "raise",
                   on_shard_done: Callable[[str], None] | None = None) -> StoreReport:
@@ -246,7 +240,7 @@ def prepare_store(utts: Sequence[Utterance], frontend: AudioFrontend, root: str 
         fe_params = frontend.describe()
         log.info("training store %s: %d shard(s), %d to build (%d utterances), %d reused", base, len(plan),
                  len(todo), sum(len(b) for _, b in todo), n_reused)
-        with _progress(sum(len(b) for _, b in todo)) as bar:
+        with progress(total=sum(len(b) for _, b in todo), desc="training store", unit="utt") as bar:
             for meta in _run_shards(todo, str(shard_dir), fe_params, on_error, num_workers):
                 metas[meta["key"]] = meta
                 bar.update(meta["n_items"])
