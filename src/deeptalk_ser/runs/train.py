@@ -6,12 +6,16 @@ speaker-balanced datamodule, the module, loggers and callbacks; resumes exactly 
 plain Trainer arguments in ``conf/trainer`` (``trainer=gpu`` for bf16 autocast).
 The training utterances go through the front end once into the on-disk training store
 (``training/crop_store.py``) before the Trainer is built; ``prepare_only=true`` stops there.
+After fit, rank 0 exports the best checkpoint to ``<run>/encoder.pt`` with a ``MODEL_CARD.md``
+written from the run (``training/model_card.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,9 @@ from deeptalk_ser.embedding.encoders.deeptalk import load_checkpoint
 from deeptalk_ser.utils.io import write_json_atomic
 from deeptalk_ser.utils.loggers import build_loggers
 from deeptalk_ser.runs.common import prepare_data
+from deeptalk_ser.training.augment import CropAugment
 from deeptalk_ser.training.data import SpeakerDataModule
+from deeptalk_ser.training.export import export_with_card
 from deeptalk_ser.training.module import SpeakerEncoderModule
 from deeptalk_ser.utils.threads import configure_threads_from_config
 
@@ -37,15 +43,31 @@ def init_checkpoint(cfg: DictConfig) -> str | None:
     training starts from a fresh network unless asked)."""
     if cfg.training.get("init_checkpoint"):
         return str(cfg.training.init_checkpoint)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # not inside a Hydra app (tests composing the config)
+    overrides = _hydra_overrides()
+    if overrides is None:
         return None
     if any(o.split("=", 1)[0].lstrip("+~") == "encoder.checkpoint" for o in overrides):
         return str(cfg.encoder.checkpoint) if cfg.encoder.get("checkpoint") else None
     return None
+
+
+def _hydra_overrides() -> list[str] | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra app (tests composing the config)
+        return None
+
+
+def init_augment(t: DictConfig) -> CropAugment | None:
+    """``training.augment`` as a :class:`CropAugment` (None when absent or every probability is 0)."""
+    cfg = t.get("augment")
+    if not cfg:
+        return None
+    aug = CropAugment(**{k: (tuple(v) if isinstance(v, list) else v)
+                         for k, v in OmegaConf.to_container(cfg, resolve=True).items()})
+    return aug if aug.active else None
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -80,7 +102,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                            seed=cfg.seed, num_workers=t.num_workers, pin_memory=t.get("pin_memory", False),
                            persistent_workers=t.get("persistent_workers", False),
                            prefetch_factor=t.get("prefetch_factor", None), on_error=cfg.data.get("on_error", "raise"),
-                           shard_size=store_cfg.get("shard_size", 1000), prepare_workers=store_cfg.get("num_workers", 1))
+                           shard_size=store_cfg.get("shard_size", 1000), prepare_workers=store_cfg.get("num_workers", 1),
+                           augment=init_augment(t))
     # Before the Trainer exists: under DDP every process runs this; a file lock on the store lets
     # exactly one of them build it while the others wait, then all open the finished store.
     store_report = dm.prepare_store()
@@ -93,7 +116,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return summary
     loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
     loss_name = loss_cfg.pop("name", None)  # for the record only; not a loss argument
-    module = SpeakerEncoderModule(loss=instantiate(loss_cfg), lr=t.lr, grad_clip=t.grad_clip, seed=cfg.seed)
+    module = SpeakerEncoderModule(loss=instantiate(loss_cfg), lr=t.lr, grad_clip=t.grad_clip, seed=cfg.seed,
+                                  n_speakers=store_report.n_speakers,
+                                  optimizer=OmegaConf.to_container(t.optimizer, resolve=True) if t.get("optimizer") else None,
+                                  scheduler=OmegaConf.to_container(t.scheduler, resolve=True) if t.get("scheduler") else None)
     init = init_checkpoint(cfg)
     if init and not cfg.get("ckpt_path"):  # a resume restores its own weights
         what = load_checkpoint(module.net, init, trust=bool(cfg.encoder.get("trust_checkpoint", False)))
@@ -122,8 +148,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "skipped_at_prepare": data.report.skipped, "n_skipped_at_prepare": len(data.report.skipped),
         "train_store": store_report.summary(),
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "train_seconds": round(module.elapsed_seconds(), 1), "val_history": module.val_history,
+        "init_checkpoint": init, "data": {"name": cfg.data.name, "train_split": split, "val_speakers": t.val_speakers,
+                                          "hours": store_report.hours},
+        "recipe": {"loss": loss_cfg, "training": OmegaConf.to_container(t, resolve=True), "seed": cfg.seed},
+        "command": " ".join(["python train.py", *(_hydra_overrides() or [])]),
+        "hardware": f"{trainer.num_devices * trainer.num_nodes} x {trainer.accelerator.__class__.__name__} "
+                    f"({platform.machine()}, {os.cpu_count()} cores)",
+        "run_dir": str(out),
     }
     if trainer.is_global_zero:
+        if summary["best_model_path"] and summary["best_val_eer"] is not None:
+            encoder, card = export_with_card(summary, out / "encoder.pt")
+            summary["exported_encoder"], summary["model_card"] = str(encoder), str(card)
         write_json_atomic(out / "train_summary.json", summary)
         print(f"[train] step {summary['global_step']}, best val/eer {summary['best_val_eer']}, checkpoints in {out} "
               f"({summary['n_skipped_at_prepare']} skipped at prepare, {len(summary['skipped'])} left out of the "

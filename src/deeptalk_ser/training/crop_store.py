@@ -42,6 +42,7 @@ import numpy as np
 from deeptalk_ser.data.audio.framing import FRAME_HOP, FRAME_LENGTH, frame_mask, frame_signal, n_frames, random_crop
 from deeptalk_ser.data.audio.frontend import AudioFrontend
 from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.training.augment import CropAugment
 from deeptalk_ser.utils.errors import DataError
 from deeptalk_ser.utils.io import atomic_path, stable_hash, write_json_atomic, write_text_atomic
 from deeptalk_ser.utils.progress import progress
@@ -452,15 +453,40 @@ class CropStore:
         """All (T, 160) z-scored frames of utterance ``i`` (tests, short utterances)."""
         return frame_signal(self.samples(i))
 
-    def crop(self, i: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    def crop(self, i: int, n: int, rng: np.random.Generator, augment: CropAugment | None = None) -> np.ndarray:
         """``random_crop(self.frames(i), n, rng)[0]``, reading only the samples it needs when the
-        utterance is long enough and had no dropped frame (the common case)."""
+        utterance is long enough and had no dropped frame (the common case). With an active
+        ``augment`` the crop is cut from the samples instead (see :meth:`augmented_crop`)."""
+        if augment is not None and augment.active:
+            return self.augmented_crop(i, n, rng, augment)
         t = int(self.array("n_kept")[i])
         if t < n or t != n_frames(int(self.array("length")[i])):
             return random_crop(self.frames(i), n, rng)[0]
         start = 0 if t == n else int(rng.integers(0, t - n))
         seg = self.samples(i, start * FRAME_HOP, (start + n - 1) * FRAME_HOP + FRAME_LENGTH)
         return frame_signal(seg)
+
+
+    def augmented_crop(self, i: int, n: int, rng: np.random.Generator, augment: CropAugment) -> np.ndarray:
+        """``n`` frames framed from perturbed samples: the ``n`` frames' span times the speed
+        factor is read (the waveform tiled when shorter, like the reference tiles frames), then
+        speed, gain, noise; frames the framing drops are refilled by tiling the rest."""
+        speed = augment.draw_speed(rng)
+        span = (n - 1) * FRAME_HOP + FRAME_LENGTH
+        need = int(np.ceil(span * speed)) + 1
+        length = int(self.array("length")[i])
+        if length >= need:
+            start = int(rng.integers(0, length - need + 1))
+            seg = self.samples(i, start, start + need)
+        else:
+            wav = self.samples(i)
+            seg = np.tile(wav, int(np.ceil(need / max(len(wav), 1))) + 1)
+            start = int(rng.integers(0, len(seg) - need + 1))
+            seg = seg[start:start + need]
+        frames = frame_signal(augment.perturb(seg, speed, rng)[:span])
+        if len(frames) >= n:
+            return frames[:n]
+        return random_crop(frames, n, rng)[0]
 
 
 def open_store(index_dir: str | Path) -> CropStore:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from deeptalk_ser.data.audio.frontend import AudioFrontend
 from deeptalk_ser.data.audio.io import load_audio
 from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.training.augment import CropAugment
 from deeptalk_ser.training.crop_store import CropStore, StoreReport, prepare_store
 from deeptalk_ser.training.sampler import SpeakerBatchSampler
 from deeptalk_ser.utils.processes import worker_init
@@ -35,17 +36,18 @@ class StoreCropDataset(Dataset):
     The crop is ``random_crop(frames, crop_frames, default_rng(crop_seed))`` of the utterance's
     frames (see :meth:`CropStore.crop`): a pure function of the item, so batches do not depend
     on worker scheduling or on how many batches a worker drew before. Pickles as the store path
-    (no audio, no index arrays)."""
+    (no audio, no index arrays). ``augment`` perturbs the crop's samples (``training/augment.py``)
+    with draws from the same generator."""
 
-    def __init__(self, store: CropStore, crop_frames: int) -> None:
-        self.store, self.crop_frames = store, int(crop_frames)
+    def __init__(self, store: CropStore, crop_frames: int, augment: CropAugment | None = None) -> None:
+        self.store, self.crop_frames, self.augment = store, int(crop_frames), augment
 
     def __len__(self) -> int:
         return len(self.store)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
         i, crop_seed = item
-        crop = self.store.crop(int(i), self.crop_frames, np.random.default_rng(crop_seed))
+        crop = self.store.crop(int(i), self.crop_frames, np.random.default_rng(crop_seed), self.augment)
         return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)), int(self.store.labels[i])
 
 
@@ -90,7 +92,7 @@ class SpeakerDataModule(L.LightningDataModule):
                  store_dir: str | Path, seed: int = 0, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, prefetch_factor: int | None = None, on_error: str = "raise",
                  shard_size: int = 1000, prepare_workers: int = 1, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, augment: CropAugment | None = None) -> None:
         super().__init__()
         self.all_utts, self.frontend = list(utts), frontend
         self.P, self.K, self.crop_frames = speakers_per_batch, utterances_per_speaker, crop_frames
@@ -100,6 +102,7 @@ class SpeakerDataModule(L.LightningDataModule):
         self.on_error, self.store_dir = on_error, Path(store_dir)
         self.shard_size, self.prepare_workers = shard_size, prepare_workers
         self._rank, self._world_size = rank, world_size
+        self.augment = augment
         self.store: CropStore | None = None
         self.report: StoreReport | None = None
         self.sampler: SpeakerBatchSampler | None = None
@@ -144,7 +147,7 @@ class SpeakerDataModule(L.LightningDataModule):
         self.prepare_store()
         assert self.store is not None
         rank, world = self._rank_world()
-        self.train_set = StoreCropDataset(self.store, self.crop_frames)
+        self.train_set = StoreCropDataset(self.store, self.crop_frames, self.augment)
         self.sampler = SpeakerBatchSampler(np.asarray(self.store.labels), self.P, self.K,
                                            num_batches=self.batches_per_epoch, seed=self.seed,
                                            rank=rank, world_size=world, position=self._position)

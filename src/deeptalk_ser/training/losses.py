@@ -1,13 +1,16 @@
-"""Speaker-embedding training losses: the paper's triplet loss and the reference code's GE2E.
+"""Speaker-embedding training losses: the paper's triplet, the reference code's GE2E, and the
+additive angular margin softmax (AAM, "ArcFace") of current speaker toolkits.
 
 DeepTalk's paper says "triplet loss on speaker labels" (no margin or mining given; the DeepVOX
-paper it builds on used adaptive triplet mining); the reference code trains with
-the GE2E softmax loss. Both are offered (``docs/deeptalk.md`` section 3), as
-:class:`SpeakerLoss` modules that ``conf/loss/*.yaml`` instantiate by ``_target_``.
+paper it builds on used adaptive triplet mining); the reference code trains with the GE2E
+softmax loss; WeSpeaker / SpeechBrain / NeMo train with AAM softmax over a speaker
+classification head. All are :class:`SpeakerLoss` modules that ``conf/loss/*.yaml``
+instantiate by ``_target_`` (``docs/training_recipe.md``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -22,15 +25,27 @@ class SpeakerLoss(nn.Module):
     """What the training module needs of a loss, so that it never asks which loss it has.
 
     ``forward(embeddings (N, D), labels (N,))`` on a speaker-ordered P x K batch (each loss
-    views the batch as it needs); :meth:`bind` lets a loss train state that the network's
-    checkpoint format stores; :meth:`metrics` are scalars worth logging every step.
+    views the batch as it needs; labels index the training store's speakers); :meth:`bind`
+    lets a loss train state that the network's checkpoint format stores, or build a head that
+    needs the speaker count; :meth:`set_step` drives margin schedules; :meth:`metrics` are
+    scalars worth logging every step.
     """
 
-    def bind(self, net: nn.Module) -> None:
-        """Share learnable state with ``net`` (called once by the training module)."""
+    def bind(self, net: nn.Module, n_speakers: int | None = None) -> None:
+        """Share learnable state with ``net`` / size a head (called once by the training module)."""
+
+    def set_step(self, step: int) -> None:
+        """The optimiser step about to be taken (margin warm-up)."""
 
     def metrics(self) -> dict[str, torch.Tensor]:
         return {}
+
+
+def warmed_up(target: float, step: int, warmup_steps: int) -> float:
+    """``target`` ramped linearly from 0 over ``warmup_steps`` steps (then constant)."""
+    if warmup_steps <= 0:
+        return float(target)
+    return float(target) * min(1.0, max(0, step) / warmup_steps)
 
 
 def pairwise_distances(embeddings: torch.Tensor, distance: Distance = "euclidean") -> torch.Tensor:
@@ -62,18 +77,27 @@ class TripletLoss(SpeakerLoss):
     Euclidean on the L2-normalised embeddings, the FaceNet convention.
     """
 
-    def __init__(self, margin: float = 0.2, mining: Mining = "batch_hard", distance: Distance = "euclidean") -> None:
+    def __init__(self, margin: float = 0.2, mining: Mining = "batch_hard", distance: Distance = "euclidean",
+                 margin_warmup_steps: int = 0) -> None:
         super().__init__()
         if mining not in ("batch_hard", "semi_hard"):
             raise ValueError(f"unknown mining {mining!r}; use 'batch_hard' or 'semi_hard'")
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
-        self.margin = float(margin)
+        self.target_margin = float(margin)
+        self.margin_warmup_steps = int(margin_warmup_steps)
+        self.margin = warmed_up(self.target_margin, 0, self.margin_warmup_steps) if margin_warmup_steps else self.target_margin
         self.mining = mining
         self.distance = distance
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, mining={self.mining!r}, distance={self.distance!r}"
+        return f"margin={self.target_margin}, mining={self.mining!r}, distance={self.distance!r}"
+
+    def set_step(self, step: int) -> None:
+        self.margin = warmed_up(self.target_margin, step, self.margin_warmup_steps)
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"triplet_margin": torch.tensor(self.margin)}
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
@@ -164,7 +188,7 @@ class GE2ELoss(SpeakerLoss):
     def extra_repr(self) -> str:
         return f"grad_scale={self.grad_scale}, min_weight={self.min_weight}"
 
-    def bind(self, net: nn.Module) -> None:
+    def bind(self, net: nn.Module, n_speakers: int | None = None) -> None:
         """Train ``net.similarity_weight`` / ``similarity_bias``, starting from this loss's values."""
         with torch.no_grad():
             net.similarity_weight.copy_(self.weight)
@@ -201,3 +225,63 @@ class GE2ELoss(SpeakerLoss):
         logits = self.similarity_matrix(embeddings).reshape(n_spk * n_utt, n_spk)
         target = torch.arange(n_spk, device=embeddings.device).repeat_interleave(n_utt)
         return F.cross_entropy(logits, target)
+
+
+class AAMSoftmaxLoss(SpeakerLoss):
+    """Additive angular margin softmax (Deng et al. 2019; Xiang et al. 2019 for speakers).
+
+    A speaker classification head ``W`` (n_speakers, D) lives in the loss, so it is in the
+    Lightning checkpoint (resume) but not in the exported encoder. Logits are
+    ``scale * cos(theta_j)`` for other speakers and ``scale * cos(theta_y + m)`` for the own one,
+    with the ``cos(theta + m)`` branch replaced by ``cos(theta) - m sin(m)`` past
+    ``theta > pi - m`` (keeps the target logit monotonic, as WeSpeaker's ``easy_margin=False``).
+    The margin ramps from 0 over ``margin_warmup_steps`` (WeSpeaker's margin scheduler): a full
+    margin on a random network keeps the loss near its start. The batch order does not matter.
+    """
+
+    def __init__(self, margin: float = 0.2, scale: float = 30.0, margin_warmup_steps: int = 0,
+                 embedding_dim: int = 256) -> None:
+        super().__init__()
+        if margin < 0 or scale <= 0:
+            raise ValueError(f"AAM softmax needs margin >= 0 and scale > 0, got margin={margin}, scale={scale}")
+        self.target_margin, self.scale = float(margin), float(scale)
+        self.margin_warmup_steps, self.embedding_dim = int(margin_warmup_steps), int(embedding_dim)
+        self.margin = warmed_up(self.target_margin, 0, self.margin_warmup_steps)
+        self.weight: nn.Parameter | None = None
+
+    def extra_repr(self) -> str:
+        n = None if self.weight is None else self.weight.shape[0]
+        return f"speakers={n}, margin={self.target_margin}, scale={self.scale}, warmup={self.margin_warmup_steps}"
+
+    def bind(self, net: nn.Module, n_speakers: int | None = None) -> None:
+        """Create the (n_speakers, D) head (Xavier-normal, as WeSpeaker's projection)."""
+        if not n_speakers or n_speakers < 2:
+            raise ValueError(f"AAM softmax needs the number of training speakers (>= 2), got {n_speakers}")
+        self.weight = nn.Parameter(torch.empty(int(n_speakers), self.embedding_dim))
+        nn.init.xavier_normal_(self.weight)
+
+    def set_step(self, step: int) -> None:
+        self.margin = warmed_up(self.target_margin, step, self.margin_warmup_steps)
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"aam_margin": torch.tensor(self.margin)}
+
+    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, D), (N,) -> (N, n_speakers) margin-adjusted, scaled logits."""
+        if self.weight is None:
+            raise RuntimeError("AAMSoftmaxLoss.bind(net, n_speakers) was not called")
+        if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+            raise ValueError(f"expected (N, D) embeddings and (N,) labels, got {tuple(embeddings.shape)} "
+                             f"and {tuple(labels.shape)}")
+        if int(labels.max()) >= self.weight.shape[0] or int(labels.min()) < 0:
+            raise ValueError(f"speaker label out of range [0, {self.weight.shape[0]}): {labels.min()}..{labels.max()}")
+        cos = F.normalize(embeddings, dim=1) @ F.normalize(self.weight, dim=1).T
+        m = self.margin
+        cos_y = cos.gather(1, labels[:, None]).clamp(-1 + 1e-7, 1 - 1e-7)
+        sin_y = (1 - cos_y.pow(2)).sqrt()
+        phi = cos_y * math.cos(m) - sin_y * math.sin(m)  # cos(theta + m)
+        phi = torch.where(cos_y > math.cos(math.pi - m), phi, cos_y - m * math.sin(m))
+        return self.scale * cos.scatter(1, labels[:, None], phi)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(embeddings, labels), labels)

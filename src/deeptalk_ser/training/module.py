@@ -4,12 +4,16 @@ A batch is P speakers x K crops, ordered speaker by speaker (see SpeakerBatchSam
 GE2E loss can view it as (P, K, dim). Step throughput is ``ThroughputMonitor``'s
 (``conf/callbacks/default.yaml``). Validation embeds whole held-out utterances with the
 reference's 200-frame partials and reports the EER of all target pairs plus as many sampled
-non-target pairs (fixed seed).
+non-target pairs (fixed seed), kept per epoch in :attr:`SpeakerEncoderModule.val_history`
+(saved in checkpoints, so a resumed run keeps its curve) for the model card. The optimiser and
+learning-rate schedule are ``training.optimizer`` / ``training.scheduler``
+(:mod:`deeptalk_ser.training.optim`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import lightning as L
@@ -18,6 +22,7 @@ import torch
 
 from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkNet, build_net
 from deeptalk_ser.training.losses import SpeakerLoss
+from deeptalk_ser.training.optim import build_optimizer
 from deeptalk_ser.data.trials import generate_trials
 from deeptalk_ser.evaluation.verification import score_verification
 
@@ -35,13 +40,18 @@ class SpeakerEncoderModule(L.LightningModule):
     flops_per_batch: int | None = None
 
     def __init__(self, loss: SpeakerLoss, lr: float = 1e-4, grad_clip: float = 3.0, seed: int = 0,
-                 val_trial_seed: int = 0) -> None:
+                 val_trial_seed: int = 0, n_speakers: int | None = None, optimizer: dict[str, Any] | None = None,
+                 scheduler: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["loss"])  # the loss is a module: saved in the state dict
         self.net: DeepTalkNet = build_net(seed)
-        loss.bind(self.net)
+        loss.bind(self.net, n_speakers=n_speakers)
         self.loss_fn = loss  # registered after the net: parameter (and optimiser state) order as before
         self._val_emb: dict[int, np.ndarray] = {}
+        #: one row per validation epoch: step, val/eer, val/min_dcf_p0.01 (NaN when not computable)
+        self.val_history: list[dict[str, float]] = []
+        self.train_seconds = 0.0  # wall time spent in fit, over every resume
+        self._fit_start: float | None = None
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.net(frames)
@@ -51,6 +61,7 @@ class SpeakerEncoderModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         frames, labels = batch
+        self.loss_fn.set_step(int(self.global_step))
         loss = self.compute_loss(self.net(frames), labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         for name, value in self.loss_fn.metrics().items():
@@ -61,8 +72,28 @@ class SpeakerEncoderModule(L.LightningModule):
         # global L2-norm clipping at grad_clip (reference: clip_grad_norm_(..., 3))
         self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> Any:
+        max_steps = int(self.trainer.max_steps) if self._trainer is not None else -1
+        return build_optimizer(self.named_parameters(), lr=self.hparams.lr, optimizer=self.hparams.get("optimizer"),
+                               scheduler=self.hparams.get("scheduler"), max_steps=max_steps)
+
+    # -- bookkeeping kept in checkpoints: validation curve and wall time ------------------------
+
+    def on_train_start(self) -> None:
+        self._fit_start = time.monotonic()
+
+    def elapsed_seconds(self) -> float:
+        """Training wall time so far, including the runs this one resumed."""
+        now = time.monotonic()
+        return self.train_seconds + (now - self._fit_start if self._fit_start is not None else 0.0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["deeptalk"] = {"val_history": list(self.val_history), "train_seconds": self.elapsed_seconds()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extra = checkpoint.get("deeptalk") or {}
+        self.val_history = list(extra.get("val_history", []))
+        self.train_seconds = float(extra.get("train_seconds", 0.0))
 
     # -- validation: EER on held-out speakers ------------------------------------------------
 
@@ -91,6 +122,13 @@ class SpeakerEncoderModule(L.LightningModule):
             log.warning("val/eer not computable this epoch (%s); raise training.val_speakers or check the "
                         "held-out speakers' audio", exc)
             self.log("val/eer", float("nan"), prog_bar=True, sync_dist=False)
+            self._record_val(float("nan"), float("nan"))
             return
         self.log("val/eer", float(res["eer"]), prog_bar=True, sync_dist=False)
         self.log("val/min_dcf_p0.01", float(res["min_dcf"]["p0.01"]), sync_dist=False)
+        self._record_val(float(res["eer"]), float(res["min_dcf"]["p0.01"]))
+
+    def _record_val(self, eer: float, min_dcf: float) -> None:
+        if self._trainer is not None and not self.trainer.sanity_checking:
+            self.val_history.append({"step": int(self.global_step), "eer": eer, "min_dcf_p0.01": min_dcf,
+                                     "train_seconds": round(self.elapsed_seconds(), 1)})

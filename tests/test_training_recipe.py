@@ -1,0 +1,238 @@
+"""The training recipe: AAM softmax, margin warm-up, optimiser / schedule, crop augmentation,
+best-checkpoint export with a model card (unit level, plus one train.py run)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from deeptalk_ser.training.augment import CropAugment, add_noise, coloured_noise, read_noise_segment, speed_perturb
+from deeptalk_ser.training.export import card_path, export_with_card, select_best
+from deeptalk_ser.training.losses import AAMSoftmaxLoss, TripletLoss
+from deeptalk_ser.training.model_card import best_row, render_model_card
+from deeptalk_ser.training.optim import LRSchedule, build_optimizer, make_schedule, parameter_groups
+from deeptalk_ser.utils.errors import ConfigError, DataError
+
+# -- AAM softmax -------------------------------------------------------------------------------
+
+
+def _aam(n: int = 4, margin: float = 0.2, scale: float = 30.0, warmup: int = 0) -> AAMSoftmaxLoss:
+    torch.manual_seed(0)
+    loss = AAMSoftmaxLoss(margin=margin, scale=scale, margin_warmup_steps=warmup, embedding_dim=8)
+    loss.bind(torch.nn.Linear(1, 1), n_speakers=n)
+    return loss
+
+
+def test_aam_without_margin_is_scaled_cosine_softmax() -> None:
+    loss = _aam(margin=0.0)
+    emb, y = torch.randn(6, 8), torch.tensor([0, 0, 1, 2, 3, 3])
+    cos = F.normalize(emb, dim=1) @ F.normalize(loss.weight, dim=1).T
+    assert torch.allclose(loss(emb, y), F.cross_entropy(30.0 * cos, y), atol=1e-5)
+
+
+def test_aam_margin_lowers_only_the_target_logit() -> None:
+    loss = _aam(margin=0.3)
+    emb, y = torch.randn(6, 8), torch.tensor([0, 1, 1, 2, 3, 0])
+    cos = F.normalize(emb, dim=1) @ F.normalize(loss.weight, dim=1).T
+    logits = loss.logits(emb, y) / 30.0
+    target = torch.zeros_like(cos, dtype=torch.bool).scatter(1, y[:, None], True)
+    assert torch.allclose(logits[~target], cos[~target], atol=1e-6)
+    theta = torch.acos(cos[target].clamp(-1, 1))
+    want = torch.where(theta + 0.3 < math.pi, torch.cos(theta + 0.3), cos[target] - 0.3 * math.sin(0.3))
+    assert torch.allclose(logits[target], want, atol=1e-5)
+    assert bool((logits[target] < cos[target]).all())
+
+
+def test_aam_margin_warms_up_and_head_learns() -> None:
+    loss = _aam(warmup=10)
+    assert loss.margin == 0.0
+    loss.set_step(5)
+    assert loss.margin == pytest.approx(0.1)
+    loss.set_step(50)
+    assert loss.margin == pytest.approx(0.2)
+    emb = torch.randn(4, 8, requires_grad=True)
+    loss(emb, torch.tensor([0, 1, 2, 3])).backward()
+    assert loss.weight.grad is not None and emb.grad is not None and loss.weight.grad.abs().sum() > 0
+
+
+def test_aam_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="number of training speakers"):
+        AAMSoftmaxLoss().bind(torch.nn.Linear(1, 1), n_speakers=None)
+    with pytest.raises(ValueError, match="out of range"):
+        _aam(n=3)(torch.randn(2, 8), torch.tensor([0, 3]))
+
+
+def test_triplet_margin_warm_up() -> None:
+    loss = TripletLoss(margin=0.4, margin_warmup_steps=4)
+    assert loss.margin == 0.0
+    loss.set_step(2)
+    assert loss.margin == pytest.approx(0.2)
+    loss.set_step(9)
+    assert loss.margin == pytest.approx(0.4)
+    assert TripletLoss(margin=0.4).margin == 0.4  # no warm-up: full margin from the start
+
+
+# -- optimiser and schedule --------------------------------------------------------------------
+
+
+def test_schedule_warmup_cosine_step() -> None:
+    cos = LRSchedule("cosine", warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
+    assert cos(10) == pytest.approx(1.0) and cos(60) == pytest.approx(0.55)
+    assert cos(110) == pytest.approx(0.1) and cos(10_000) == pytest.approx(0.1)  # held, not periodic
+    step = LRSchedule("step", warmup_steps=0, step_size=5, gamma=0.5)
+    assert [step(i) for i in (0, 4, 5, 10)] == [1.0, 1.0, 0.5, 0.25]
+    assert make_schedule({"name": "constant"}, 100) is None
+
+
+def test_schedule_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="training.scheduler.total_steps"):
+        make_schedule({"name": "cosine", "warmup_steps": 50}, max_steps=-1)
+    with pytest.raises(ConfigError, match="training.scheduler.name"):
+        make_schedule({"name": "linear"}, 100)
+    with pytest.raises(ConfigError, match="training.optimizer.name"):
+        build_optimizer(iter([]), 1e-3, {"name": "lamb"}, None, 100)
+
+
+def test_weight_decay_only_on_matrices_and_lambdalr_steps() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    groups = parameter_groups(net.named_parameters(), 0.01)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(net[0].weight)}
+    cfg = build_optimizer(net.named_parameters(), 1e-2, {"name": "adamw", "weight_decay": 0.01},
+                          {"name": "cosine", "warmup_steps": 2, "total_steps": 6}, max_steps=-1)
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.AdamW) and cfg["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(5e-3) and lrs[1] == pytest.approx(1e-2) and lrs[-1] < lrs[2]
+
+
+# -- augmentation ------------------------------------------------------------------------------
+
+
+def test_noise_is_added_at_the_drawn_snr_and_is_coloured() -> None:
+    rng = np.random.default_rng(0)
+    wav = rng.standard_normal(8000).astype(np.float32) * 0.1
+    for snr in (0.0, 10.0, 20.0):
+        noisy = add_noise(wav, coloured_noise(8000, "pink", rng), snr)
+        got = 10 * np.log10(np.mean(wav.astype(np.float64) ** 2) / np.mean((noisy - wav).astype(np.float64) ** 2))
+        assert got == pytest.approx(snr, abs=0.01)
+    brown = np.abs(np.fft.rfft(coloured_noise(8000, "brown", rng)))
+    white = np.abs(np.fft.rfft(coloured_noise(8000, "white", rng)))
+    low, high = slice(1, 200), slice(3000, 4000)
+    assert brown[low].mean() / brown[high].mean() > 10 * white[low].mean() / white[high].mean()
+
+
+def test_speed_perturbation_changes_length_and_pitch() -> None:
+    t = np.arange(8000) / 8000
+    wav = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    fast = speed_perturb(wav, 1.1)
+    assert len(fast) == pytest.approx(8000 / 1.1, abs=2)
+    peak = np.argmax(np.abs(np.fft.rfft(fast))) * 8000 / len(fast)
+    assert peak == pytest.approx(220, abs=3)
+    assert speed_perturb(wav, 1.0) is wav
+
+
+def test_noise_dir_segments_are_resampled_and_bad_files_named(tmp_path: Path) -> None:
+    (tmp_path / "noise").mkdir()
+    sf.write(tmp_path / "noise" / "hum.wav", np.sin(np.arange(16000) * 0.1).astype(np.float32), 16000)
+    aug = CropAugment(noise_prob=1.0, noise_dir=str(tmp_path / "noise"))
+    seg = read_noise_segment(tmp_path / "noise" / "hum.wav", 4000, 8000, np.random.default_rng(0))
+    assert seg.shape == (4000,)
+    out = aug.perturb(np.ones(1000, np.float32), 1.0, np.random.default_rng(1))
+    assert out.shape == (1000,) and not np.allclose(out, 1.0)
+    (tmp_path / "noise" / "broken.wav").write_bytes(b"RIFFjunk")
+    with pytest.raises(DataError, match="broken.wav"):
+        read_noise_segment(tmp_path / "noise" / "broken.wav", 100, 8000, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="training.augment.noise_dir"):
+        CropAugment(noise_prob=1.0, noise_dir=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="training.augment.noise_prob"):
+        CropAugment(noise_prob=1.5)
+
+
+def test_augmented_crops_are_deterministic_and_differ_from_clean(tmp_path: Path, speech_signal) -> None:
+    from deeptalk_ser.data.audio.frontend import AudioFrontend
+    from deeptalk_ser.data.manifest import Utterance
+    from deeptalk_ser.training.crop_store import CropStore, prepare_store
+
+    utts = []
+    for i, seconds in enumerate((3.0, 0.6)):  # one long, one shorter than the crop (tiled)
+        p = tmp_path / f"u{i}.wav"
+        sf.write(p, speech_signal(seconds, 8000, f0=110.0 + 20 * i), 8000)
+        utts.append(Utterance(id=f"u{i}", path=str(p), speaker=f"s{i}"))
+    report = prepare_store(utts, AudioFrontend(sample_rate=8000), tmp_path / "store")
+    store = CropStore(report.path)
+    aug = CropAugment(noise_prob=1.0, speed_prob=1.0, speeds=(0.9, 1.1))
+    for i in range(len(store)):
+        a = store.crop(i, 100, np.random.default_rng(7), aug)
+        b = store.crop(i, 100, np.random.default_rng(7), aug)
+        clean = store.crop(i, 100, np.random.default_rng(7))
+        assert a.shape == clean.shape == (100, 160) and a.dtype == np.float32
+        assert np.array_equal(a, b)
+        assert not np.allclose(a, clean)
+    inactive = store.crop(0, 100, np.random.default_rng(7), CropAugment())  # all probabilities 0
+    assert np.array_equal(inactive, store.crop(0, 100, np.random.default_rng(7)))
+
+
+# -- model card, selection, export -------------------------------------------------------------
+
+
+def _summary(run: Path, loss: str, eers: list[float], ckpt: Path | None) -> dict:
+    return {"run_dir": str(run), "loss": loss, "global_step": 10 * len(eers), "train_seconds": 75.0,
+            "best_val_eer": min(e for e in eers if math.isfinite(e)) if any(map(math.isfinite, eers)) else None,
+            "best_model_path": str(ckpt) if ckpt else None, "train_speakers": 5, "train_utterances": 20,
+            "val_utterances": 12, "data": {"name": "toy", "train_split": "train", "val_speakers": 3, "hours": 0.1},
+            "recipe": {"loss": {"margin": 0.2}, "training": {"speakers_per_batch": 3, "lr": 1e-3}, "seed": 0},
+            "val_history": [{"step": 10 * (i + 1), "eer": e, "min_dcf_p0.01": 1.0, "train_seconds": 10.0 * i}
+                            for i, e in enumerate(eers)]}
+
+
+def test_model_card_lists_curve_and_comparison(tmp_path: Path) -> None:
+    a = _summary(tmp_path / "a", "aam", [0.4, float("nan"), 0.2, 0.3], None)
+    b = _summary(tmp_path / "b", "ge2e", [0.35], None)
+    assert best_row(a)["step"] == 30
+    assert select_best([a, b]) is a
+    card = render_model_card(a, "x.pt", [a, b])
+    assert "| 30 | 0:00:20 | 0.2000 | 1.0000 |" in card and "| 20 | 0:00:10 | n/a |" in card
+    assert "| `b` | ge2e | 10 | 0:01:15 | 0.3500 (10) |" in card
+    with pytest.raises(DataError, match="best checkpoint"):
+        export_with_card(a, tmp_path / "x.pt")
+    with pytest.raises(DataError, match="no run has a finite"):
+        select_best([_summary(tmp_path / "c", "triplet", [float("nan")], None)])
+    assert card_path(tmp_path / "encoder.pt").name == "MODEL_CARD.md"
+    assert card_path(tmp_path / "deeptalk.pt").name == "deeptalk.MODEL_CARD.md"
+
+
+@pytest.mark.e2e
+def test_train_with_the_toolkit_recipe_exports_best_encoder_and_card(tmp_path: Path) -> None:
+    from e2e_utils import read_json, run_script, speech_kaldi_tree
+    from test_e2e_train import TINY
+
+    corpus = speech_kaldi_tree(tmp_path / "kaldi" / "speechocean762")
+    run = tmp_path / "run"
+    run_script("train.py", *TINY, "experiment=speaker_recipe", f"data.root={corpus}", "trainer.max_steps=4",
+               "training.scheduler.warmup_steps=1", "loss.margin_warmup_steps=2", f"hydra.run.dir={run}", tmp=tmp_path)
+    summary = read_json(run / "train_summary.json")
+    assert summary["loss"] == "aam" and summary["global_step"] == 4
+    assert [r["step"] for r in summary["val_history"]] == [2, 4]
+    assert summary["train_seconds"] > 0 and summary["recipe"]["training"]["augment"]["noise_prob"] == 0.5
+    exported = torch.load(run / "encoder.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("loss_fn") or "weight" == k for k in exported["state_dict"])
+    assert exported["meta"]["loss"] == "aam" and exported["meta"]["best_model_path"] == summary["best_model_path"]
+    ckpt = torch.load(summary["best_model_path"], map_location="cpu", weights_only=False)
+    assert ckpt["state_dict"]["loss_fn.weight"].shape == (5, 256)  # the head: trained, kept for resume only
+    assert torch.equal(exported["state_dict"]["fCNN.0.weight"], ckpt["state_dict"]["net.fCNN.0.weight"])
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "experiment=speaker_recipe" in card and "## Validation curve" in card
+    lr = ckpt["lr_schedulers"][0]
+    assert lr["_last_lr"][0] < 1e-3  # cosine decayed by the last step
