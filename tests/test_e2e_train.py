@@ -29,7 +29,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return speech_kaldi_tree(tmp_path_factory.mktemp("kaldi") / "speechocean762")
 
 
-@pytest.mark.parametrize("loss", ["ge2e", "triplet"])
+@pytest.mark.parametrize("loss", ["ge2e", pytest.param("triplet", marks=pytest.mark.slow)])  # aam: test_training_recipe
 def test_train_writes_checkpoints_that_the_encoder_loads(corpus: Path, tmp_path: Path, loss: str) -> None:
     run = tmp_path / "run"
     run_script("train.py", *TINY, f"loss={loss}", f"data.root={corpus}", "trainer.max_steps=4",

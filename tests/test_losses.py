@@ -201,9 +201,14 @@ def test_loss_configs_instantiate_to_working_losses(path: Path) -> None:
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     name = cfg.pop("name")
     assert name == path.stem
+    P, K, dim = 4, 3, 16
+    head = "embedding_dim" in cfg  # a classification head (aam): sized by the speaker count at bind
+    if head:
+        cfg["embedding_dim"] = dim
     loss_fn = instantiate(cfg)
     assert isinstance(loss_fn, SpeakerLoss)
-    P, K, dim = 4, 3, 16
+    if head:
+        loss_fn.bind(torch.nn.Linear(1, 1), n_speakers=P)
     emb = torch.nn.functional.normalize(torch.randn(P * K, dim), dim=1).requires_grad_()
     labels = torch.arange(P).repeat_interleave(K)
     loss = loss_fn(emb, labels)
@@ -235,4 +240,4 @@ def test_module_state_dict_layout_and_ge2e_scalars_in_the_net() -> None:
     opt.step()
     assert ge2e.net.similarity_weight.item() != 10.0
     assert ge2e.state_dict()["loss_fn.weight"].item() == ge2e.net.similarity_weight.item()
-    assert set(ge2e.loss_fn.metrics()) == {"ge2e_w"} and triplet.loss_fn.metrics() == {}
+    assert set(ge2e.loss_fn.metrics()) == {"ge2e_w"} and set(triplet.loss_fn.metrics()) == {"triplet_margin"}

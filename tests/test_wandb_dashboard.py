@@ -111,6 +111,7 @@ def test_multirun_is_one_wandb_group(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # test_resumed_run_keeps_its_wandb_id covers the id hand-over in the default run
 def test_training_logs_lr_and_a_resumed_run_continues_its_wandb_run(tmp_path: Path) -> None:
     from e2e_utils import run_script, speech_kaldi_tree
 

@@ -119,8 +119,9 @@ class SpeakerEncoderModule(L.LightningModule):
             res = score_verification(emb, {u.id: r for r, u in enumerate(utts)}, trials)
         except ValueError as exc:  # no target pair, or too few embedded speakers: say so, keep training
             # NaN never counts as an improvement for ModelCheckpoint(mode=min); last.ckpt is still written
-            log.warning("val/eer not computable this epoch (%s); raise training.val_speakers or check the "
-                        "held-out speakers' audio", exc)
+            if not self.trainer.sanity_checking:  # the sanity check sees 2 utterances: expected there
+                log.warning("val/eer not computable this epoch (%s); raise training.val_speakers or check the "
+                            "held-out speakers' audio", exc)
             self.log("val/eer", float("nan"), prog_bar=True, sync_dist=False)
             self._record_val(float("nan"), float("nan"))
             return

@@ -333,7 +333,10 @@ def load_checkpoint(model: DeepTalkNet, path: str | Path, trust: bool = False) -
     if "model_state" in obj:
         step = load_reference_checkpoint(model, path, trust)
         return f"reference checkpoint (step {step})"
-    kind = "Lightning checkpoint" if isinstance(obj.get("state_dict"), Mapping) else "state dict"
+    if isinstance(obj.get("state_dict"), Mapping):
+        kind = "exported encoder" if isinstance(obj.get("meta"), Mapping) else "Lightning checkpoint"
+    else:
+        kind = "state dict"
     _load_checked(model, _own_state(obj, path), path)
     return kind
 
