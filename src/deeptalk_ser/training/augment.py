@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import soundfile as sf
+from scipy.fft import next_fast_len
 from scipy.signal import resample_poly
 
 from deeptalk_ser.utils.errors import ConfigError, DataError
@@ -33,15 +34,17 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     """``n`` samples of unit-power noise with a 1/f^0 (white), 1/f (pink) or 1/f^2 (brown) spectrum."""
     if colour not in NOISE_COLOURS:
         raise ValueError(f"unknown noise colour {colour!r}; use one of {NOISE_COLOURS}")
-    white = rng.standard_normal(n)
-    if colour != "white":
-        spec = np.fft.rfft(white)
+    if colour == "white":
+        noise = rng.standard_normal(n)
+    else:  # shape a white spectrum; an FFT-friendly length (a crop's length can have large prime factors)
+        m = next_fast_len(n, real=True)
+        spec = np.fft.rfft(rng.standard_normal(m))
         f = np.arange(len(spec), dtype=np.float64)
         f[0] = 1.0
         spec /= f ** (0.5 if colour == "pink" else 1.0)
         spec[0] = 0.0
-        white = np.fft.irfft(spec, n)
-    return white / max(float(np.sqrt(np.mean(white ** 2))), 1e-12)
+        noise = np.fft.irfft(spec, m)[:n]
+    return noise / max(float(np.sqrt(np.mean(noise ** 2))), 1e-12)
 
 
 def add_noise(wav: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:

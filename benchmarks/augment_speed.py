@@ -1,0 +1,76 @@
+"""Cost of on-the-fly crop augmentation (training/augment.py) against clean crops, same run.
+
+A training store of real speechocean762 `train/` audio (or generated speech when the shared data
+is absent) is built once; then 200-frame crops are cut with no augmentation, each perturbation
+alone, and the `experiment=speaker_recipe` mix, single-threaded, in the main process.
+
+    python benchmarks/augment_speed.py [--crops 2000]   -> benchmarks/results/augment_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from _common import SHARED_DATA, write_results
+from deeptalk_ser.data.audio.synthetic import speech_like
+from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.embedding.encoders.deeptalk import deeptalk_frontend
+from deeptalk_ser.training.augment import CropAugment
+from deeptalk_ser.training.crop_store import CropStore, prepare_store
+
+SETTINGS = {
+    "clean (baseline)": CropAugment(),
+    "noise always (generated, 5-20 dB)": CropAugment(noise_prob=1.0),
+    "speed always (0.9 / 1.1)": CropAugment(speed_prob=1.0),
+    "speaker_recipe mix (noise 0.5, speed 0.3)": CropAugment(noise_prob=0.5, speed_prob=0.3),
+}
+
+
+def utterances(tmp: Path, n: int) -> tuple[list[Utterance], str]:
+    wav_scp = SHARED_DATA / "speechocean762" / "train" / "wav.scp"
+    if wav_scp.is_file():
+        rows = [line.split(maxsplit=1) for line in wav_scp.read_text().splitlines()[:n]]
+        root = SHARED_DATA / "speechocean762"
+        return [Utterance(id=i, path=str(root / p.strip()), speaker=i[:4]) for i, p in rows], "speechocean762 train/"
+    utts = []
+    for k in range(n):
+        p = tmp / f"u{k}.wav"
+        sf.write(p, speech_like(3.0, 8000, 90.0 + k % 40), 8000)
+        utts.append(Utterance(id=f"u{k}", path=str(p), speaker=f"s{k % 20}"))
+    return utts, "generated speech_like, 3 s"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--crops", type=int, default=2000)
+    ap.add_argument("--utterances", type=int, default=200)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        utts, source = utterances(Path(tmp), args.utterances)
+        store = CropStore(prepare_store(utts, deeptalk_frontend(), Path(tmp) / "store", shard_size=100).path)
+        rows = {}
+        for name, aug in SETTINGS.items():
+            rng = np.random.default_rng(0)
+            items = rng.integers(0, len(store), args.crops)
+            t0 = time.perf_counter()
+            for k, i in enumerate(items):
+                store.crop(int(i), 200, np.random.default_rng(k), aug)
+            rows[name] = round(args.crops / (time.perf_counter() - t0), 1)
+    base = rows["clean (baseline)"]
+    results = {"source": source, "crop_frames": 200, "crops": args.crops, "threads": 1, "crops_per_s": rows,
+               "slowdown_vs_clean": {k: round(base / v, 2) for k, v in rows.items()}}
+    for k, v in rows.items():
+        print(f"{k:45s} {v:8.1f} crops/s  x{base / v:.2f}")
+    write_results("augment_speed.json", results)
+
+
+if __name__ == "__main__":
+    main()
