@@ -24,7 +24,7 @@ from _common import SHARED_DATA, write_results
 from deeptalk_ser.data.audio.io import load_audio
 from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkEncoder
 
-SHIPPED = Path(__file__).resolve().parents[1] / "src" / "deeptalk_ser" / "checkpoints" / "deeptalk_speechocean762_ge2e.pt"
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "deeptalk_ser" / "embedding" / "checkpoints" / "deeptalk_speechocean762.pt"
 
 
 def main() -> None:

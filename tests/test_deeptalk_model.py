@@ -318,7 +318,7 @@ def test_hydra_config() -> None:
     enc = instantiate(cfg.encoder)
     assert isinstance(enc, DeepTalkEncoder) and enc.batch_size == 256
     # the config's default is the checkpoint shipped in the package
-    assert Path(enc.checkpoint).name == "deeptalk_speechocean762_ge2e.pt" and Path(enc.checkpoint).is_file()
+    assert Path(enc.checkpoint).name == "deeptalk_speechocean762.pt" and Path(enc.checkpoint).is_file()
     assert enc.frontend.normalize_dbfs == -30 and enc.frontend.vad.dilation == 7
 
 

@@ -192,7 +192,7 @@ def test_fine_tune_from_a_checkpoint_and_refuse_a_misfit(corpus: Path, tmp_path:
     the step count starts at 0); a file whose shapes do not fit is one line naming it."""
     from deeptalk_ser.embedding.encoders.deeptalk import build_net, load_checkpoint
 
-    shipped = PROJECT_ROOT / "src" / "deeptalk_ser" / "embedding" / "checkpoints" / "deeptalk_speechocean762_ge2e.pt"
+    shipped = PROJECT_ROOT / "src" / "deeptalk_ser" / "embedding" / "checkpoints" / "deeptalk_speechocean762.pt"
     run = tmp_path / "ft"
     run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1", "training.lr=1e-12",
                f"encoder.checkpoint={shipped}", f"hydra.run.dir={run}", tmp=tmp_path)

@@ -236,3 +236,28 @@ def test_train_with_the_toolkit_recipe_exports_best_encoder_and_card(tmp_path: P
     assert "experiment=speaker_recipe" in card and "## Validation curve" in card
     lr = ckpt["lr_schedulers"][0]
     assert lr["_last_lr"][0] < 1e-3  # cosine decayed by the last step
+
+
+def test_export_cli_picks_the_best_run_and_writes_its_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import sys
+
+    from deeptalk_ser.embedding.encoders.deeptalk import build_net
+    from deeptalk_ser.training import export
+
+    runs = []
+    for name, eers in (("worse", [0.4, 0.3]), ("better", [0.25, 0.2])):
+        run = tmp_path / name
+        (run / "checkpoints").mkdir(parents=True)
+        ckpt = run / "checkpoints" / "best.ckpt"
+        torch.save({"state_dict": {f"net.{k}": v for k, v in build_net(len(runs)).state_dict().items()}}, ckpt)
+        (run / "train_summary.json").write_text(json.dumps(_summary(run, name, eers, ckpt)))
+        runs.append(str(run))
+    out = tmp_path / "ship" / "enc.pt"
+    out.parent.mkdir()
+    monkeypatch.setattr(sys, "argv", ["export", "--runs", *runs, "--", str(out)])
+    export.main()
+    exported = torch.load(out, map_location="cpu", weights_only=True)
+    assert exported["meta"]["loss"] == "better" and len(exported["meta"]["compared"]) == 2
+    assert torch.equal(exported["state_dict"]["fCNN.0.weight"], build_net(1).state_dict()["fCNN.0.weight"])
+    assert "| `worse` |" in (tmp_path / "ship" / "enc.MODEL_CARD.md").read_text()

@@ -67,21 +67,23 @@ def select_best(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", nargs="?", help="a training checkpoint (not with --runs)")
-    ap.add_argument("out")
+    ap.add_argument("paths", nargs="+", metavar="[checkpoint] out",
+                    help="a training checkpoint and the output file; with --runs, the output file only")
     ap.add_argument("--meta", help="a JSON file whose content is stored as provenance")
     ap.add_argument("--runs", nargs="+", help="train.py run directories: export the best by val EER, with a card")
     args = ap.parse_args()
     if args.runs:
+        if len(args.paths) != 1:
+            ap.error("with --runs give only the output file")
         summaries = [read_summary(r) for r in args.runs]
         best = select_best(summaries)
-        out, card = export_with_card(best, args.out, summaries)
+        out, card = export_with_card(best, args.paths[0], summaries)
         print(f"{out} (from {best['run_dir']}, {best.get('loss')}, val EER {best['best_val_eer']:.4f}); card {card}")
         return
-    if not args.checkpoint:
-        ap.error("give a checkpoint, or --runs")
+    if len(args.paths) != 2:
+        ap.error("give a checkpoint and the output file, or --runs")
     meta = json.loads(Path(args.meta).read_text()) if args.meta else {}
-    print(export_encoder(args.checkpoint, args.out, meta))
+    print(export_encoder(args.paths[0], args.paths[1], meta))
 
 
 if __name__ == "__main__":
