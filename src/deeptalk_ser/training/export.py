@@ -5,7 +5,7 @@ softmax) and pickled config objects; the exported file keeps only the network's 
 plus JSON-able provenance, so ``torch.load(..., weights_only=True)`` reads it.
 
     python -m deeptalk_ser.training.export <run>/checkpoints/best.ckpt out.pt --meta train_summary.json
-    python -m deeptalk_ser.training.export --runs <run A> <run B> <run C> out.pt   # pick by val EER + card
+    python -m deeptalk_ser.training.export --runs <run A> <run B> <run C> -- out.pt   # pick by val EER + card
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ to trust or reproduce it (data, recipe, steps, wall time, validation curve, and 
 chosen among).
 
 ``train.py`` writes ``<run>/MODEL_CARD.md`` beside ``<run>/encoder.pt`` (the best checkpoint,
-exported); ``python -m deeptalk_ser.training.export --runs A B C out.pt`` picks the run with the
+exported); ``python -m deeptalk_ser.training.export --runs A B C -- out.pt`` picks the run with the
 lowest best validation EER and writes the card with the comparison table.
 """
 
