@@ -105,6 +105,7 @@ def test_weight_decay_only_on_matrices_and_lambdalr_steps() -> None:
     groups = parameter_groups(net.named_parameters(), 0.01)
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(net[0].weight)}
+    assert len(parameter_groups(net.named_parameters(), 0.0)) == 1  # the pre-decay checkpoints' layout
     cfg = build_optimizer(net.named_parameters(), 1e-2, {"name": "adamw", "weight_decay": 0.01},
                           {"name": "cosine", "warmup_steps": 2, "total_steps": 6}, max_steps=-1)
     opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]

@@ -86,7 +86,7 @@ class TripletLoss(SpeakerLoss):
             raise ValueError(f"margin must be >= 0, got {margin}")
         self.target_margin = float(margin)
         self.margin_warmup_steps = int(margin_warmup_steps)
-        self.margin = warmed_up(self.target_margin, 0, self.margin_warmup_steps) if margin_warmup_steps else self.target_margin
+        self.margin = warmed_up(self.target_margin, 0, self.margin_warmup_steps)
         self.mining = mining
         self.distance = distance
 

@@ -49,7 +49,11 @@ class LRSchedule:
 
 
 def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
-    """Decay only matrices / kernels (ndim >= 2); biases, norm scales and scalars are not decayed."""
+    """Decay only matrices / kernels (ndim >= 2); biases, norm scales and scalars are not decayed.
+    Without decay, one group of every parameter: the optimiser-state layout of earlier checkpoints,
+    so they still resume."""
+    if weight_decay == 0:
+        return [{"params": [p for _, p in named if p.requires_grad]}]
     decay, keep = [], []
     for _, p in named:
         if p.requires_grad:
