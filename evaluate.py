@@ -14,11 +14,11 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    from deeptalk_ser.utils.errors import report_user_errors
+    from deeptalk_ser.utils.jobs import objective, run_job
 
-    with report_user_errors("evaluate.py"):
-        results = hydra.utils.get_method(cfg.task.runner)(cfg)  # the job of this task (conf/task/*.yaml)
-    return float(results.get("ua", results.get("eer", float("nan"))))
+    # the job of this task (conf/task/*.yaml); a failed job of a multirun returns None and the sweep goes on
+    results = run_job("evaluate.py", lambda: hydra.utils.get_method(cfg.task.runner)(cfg))
+    return objective(results, "ua", "eer")
 
 
 if __name__ == "__main__":

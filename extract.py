@@ -14,10 +14,9 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
     from deeptalk_ser.runs.extract import run
-    from deeptalk_ser.utils.errors import report_user_errors
+    from deeptalk_ser.utils.jobs import run_job
 
-    with report_user_errors("extract.py"):
-        run(cfg)
+    run_job("extract.py", lambda: run(cfg))
 
 
 if __name__ == "__main__":

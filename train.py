@@ -14,13 +14,11 @@ from omegaconf import DictConfig  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
     from deeptalk_ser.runs.train import train
-    from deeptalk_ser.utils.errors import report_user_errors
+    from deeptalk_ser.utils.jobs import objective, run_job
 
-    with report_user_errors("train.py"):
-        summary = train(cfg)
-    return summary.get("best_val_eer")
+    return objective(run_job("train.py", lambda: train(cfg)), "best_val_eer")
 
 
 if __name__ == "__main__":

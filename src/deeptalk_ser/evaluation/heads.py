@@ -2,29 +2,54 @@
 code when loaded.
 
 ``<run dir>/model/`` holds ``head.json`` (what the head is: classifier parameters, classes, task,
-the encoder config and windowing its features came from, library versions) and one
-``*.skops`` file per fitted scikit-learn model (a flat SVM has one, Sad-First two). skops writes
-an object tree, not a pickle; loading refuses every type that is not scikit-learn's or numpy's,
-so a tampered or foreign file is refused with its types named instead of run. Our own estimator
-objects are never serialised: they are rebuilt from ``head.json`` around the loaded models.
+the encoder option and windowing its features came from, library versions) and one ``*.skops``
+file per fitted scikit-learn model (a flat SVM has one, Sad-First two). A model folder is
+something users download and share, so both files are treated as hostile data:
+
+- every node of a ``*.skops`` object tree must be one of :data:`ALLOWED_NODES` (the exact
+  estimator classes we save, plain containers, JSON scalars, numpy arrays) before skops builds
+  anything: no ``builtins`` wildcard, no reduce-constructors, functions or methods;
+- ``head.json`` may only hold plain values under known keys; its encoder record is checked
+  against the encoder options the project offers (``embedding/encoders/options.py``).
+
+Our own estimator objects are never serialised: they are rebuilt from ``head.json`` around the
+loaded models. Design notes: ``docs/design/saved_heads.md``.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deeptalk_ser.embedding.encoders.options import PLAIN, encoder_option_of, validated_encoder_config
 from deeptalk_ser.evaluation.classifiers.hierarchical import SadFirstClassifier
 from deeptalk_ser.evaluation.classifiers.svm import SVMClassifier
 from deeptalk_ser.utils.errors import ConfigError, DataError
 from deeptalk_ser.utils.io import atomic_path, write_json_atomic
 
-HEAD_FORMAT = 1
-#: module prefixes whose types a head file may contain
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
+#: format 2 names the encoder option (``encoder_option``) and stores no ``_target_``; 1 is still read
+HEAD_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+#: the fitted scikit-learn objects a head is made of (module, class): SVC, optionally behind a scaler
+HEAD_ESTIMATORS = frozenset({("sklearn.svm._classes", "SVC"), ("sklearn.pipeline", "Pipeline"),
+                             ("sklearn.preprocessing._data", "StandardScaler")})
+#: every (skops loader, module, class) a head's object tree may contain; anything else is refused
+ALLOWED_NODES = frozenset(
+    {("ObjectNode", m, c) for m, c in HEAD_ESTIMATORS}
+    | {("DictNode", "builtins", "dict"), ("ListNode", "builtins", "list"), ("TupleNode", "builtins", "tuple"),
+       ("TypeNode", "builtins", "str")}  # skops records dict key types as the type str
+    | {("JsonNode", "builtins", t) for t in ("str", "int", "float", "bool", "NoneType")}
+    | {("NdArrayNode", "numpy", t) for t in ("ndarray", "float64", "float32", "int64", "int32")})
+#: keys of ``head.json`` and of its ``labels`` record; the classifier ``params`` are checked by class
+RECORD_KEYS = frozenset({"format", "kind", "params", "parts", "versions", "task", "classes", "labels",
+                         "uses_fine_labels", "n_train", "data", "encoder", "encoder_option", "store_key"})
+LABEL_KEYS = frozenset({"name", "classes", "label_map", "coarse_map"})
+HEAD_CLASSES = {"svm": SVMClassifier, "sad_first": SadFirstClassifier}
+MAX_SCHEMA_BYTES = 64 << 20
 
 
 def _versions() -> dict[str, str]:
@@ -34,29 +59,60 @@ def _versions() -> dict[str, str]:
     return {"scikit-learn": sklearn.__version__, "skops": skops.__version__, "numpy": np.__version__}
 
 
+def _node_types(path: Path) -> set[tuple[str, str, str]]:
+    """(loader, module, class) of every node in a skops file's schema, read as JSON: nothing is
+    imported or built. A file that is not a skops archive is a :class:`DataError`."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if zf.getinfo("schema.json").file_size > MAX_SCHEMA_BYTES:
+                raise DataError(path, f"refused: schema.json over {MAX_SCHEMA_BYTES >> 20} MB")
+            schema = json.loads(zf.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DataError(path, f"not a skops head file ({type(exc).__name__}: {exc})") from None
+    found, stack = set(), [schema]
+    while stack:  # iterative: a crafted file cannot exhaust the recursion limit
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__loader__" in node:
+                found.add((str(node["__loader__"]), str(node.get("__module__")), str(node.get("__class__"))))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _refused_nodes(path: Path) -> list[str]:
+    return sorted(f"{m}.{c} ({loader})" for loader, m, c in _node_types(path) - ALLOWED_NODES)
+
+
 def _dump_model(model: Any, path: Path) -> None:
     import skops.io as sio
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # a model that could not be loaded back is never left behind
         sio.dump(model, tmp)
-    foreign = [t for t in sio.get_untrusted_types(file=path) if not t.startswith(TRUSTED_PREFIXES)]
-    if foreign:
-        path.unlink()
-        raise ConfigError("classifier.backend", f"its fitted model holds types {foreign} that cannot be saved "
-                                                "safely; save_model needs classifier.backend=sklearn")
+        foreign = _refused_nodes(tmp)
+        if foreign:
+            raise ConfigError("classifier.backend", f"its fitted model holds types {foreign} that a saved head "
+                                                    "may not contain; save_model needs classifier.backend=sklearn")
 
 
 def _load_model(path: Path) -> Any:
+    """The fitted model in ``path``, built only after every node passed :data:`ALLOWED_NODES`."""
     import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     if not path.is_file():
         raise DataError(path, "saved head model file missing")
-    types = sio.get_untrusted_types(file=path)
-    foreign = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
+    foreign = _refused_nodes(path)
     if foreign:
-        raise DataError(path, f"refused: holds types outside scikit-learn/numpy ({foreign}); a head file may "
-                              "only contain library types")
-    return sio.load(path, trusted=types)
+        raise DataError(path, f"refused: holds {', '.join(foreign)}; a head file may only contain the estimator "
+                              "classes, containers, scalars and numpy arrays a head is made of")
+    try:
+        return sio.load(path, trusted=sorted(f"{m}.{c}" for _, m, c in ALLOWED_NODES))
+    except UntrustedTypesFoundException as exc:
+        raise DataError(path, f"refused: {exc}") from None
+    except Exception as exc:  # a malformed archive that passed the type check: still one line
+        raise DataError(path, f"cannot load the saved model ({type(exc).__name__}: {exc})") from None
 
 
 def _svm_part(clf: SVMClassifier) -> dict[str, Any]:
@@ -81,9 +137,60 @@ def save_head(clf: SVMClassifier | SadFirstClassifier, out: str | Path, meta: di
     for name, stage in stages.items():
         parts[name] = _svm_part(stage)
         _dump_model(stage.model_, out / f"{name}.skops")
+    meta = dict(meta)
+    if "encoder" in meta:  # the option's name and its plain values; the class always comes from conf/encoder
+        encoder = dict(meta["encoder"])
+        meta["encoder_option"] = encoder_option_of(encoder)
+        if meta["encoder_option"] is None:
+            raise ConfigError("save_model", "only a head on one of the project's encoders (conf/encoder) can be saved")
+        meta["encoder"] = {k: v for k, v in encoder.items() if k != "_target_"}
     write_json_atomic(out / "head.json", {"format": HEAD_FORMAT, "kind": kind, "params": clf.get_params(),
                                           "parts": parts, "versions": _versions(), **meta})
     return out
+
+
+def _is_plain(value: Any) -> bool:
+    return isinstance(value, PLAIN) or (isinstance(value, list) and all(isinstance(v, PLAIN) for v in value))
+
+
+def _checked_record(info: Any, path: Path, allow_trust_checkpoint: bool) -> dict[str, Any]:
+    """``head.json`` checked before anything is built from it: known keys only, classifier
+    parameters and label maps of plain values, parts as this kind of head has them, and the
+    encoder record validated against the project's encoder options."""
+    if not isinstance(info, dict):
+        raise DataError(path, "refused: not a JSON object")
+    unknown = sorted(set(info) - RECORD_KEYS)
+    if unknown:
+        raise DataError(path, f"refused: unknown key(s) {unknown}")
+    if info.get("format") not in READABLE_FORMATS:
+        raise DataError(path, f"head format {info.get('format')!r}, this version reads {list(READABLE_FORMATS)}")
+    kind = info.get("kind")
+    if kind not in HEAD_CLASSES:
+        raise DataError(path, f"refused: kind {kind!r} (known: {', '.join(HEAD_CLASSES)})")
+    params, allowed = info.get("params"), set(HEAD_CLASSES[kind]().get_params())
+    if not isinstance(params, dict):
+        raise DataError(path, "refused: params is not a mapping")
+    for key, value in params.items():
+        if key not in allowed or not _is_plain(value):
+            raise DataError(path, f"refused: params.{key} is not a plain {HEAD_CLASSES[kind].__name__} parameter")
+    expected = {"flat"} if kind == "svm" else {"stage1", "stage2"}
+    parts = info.get("parts")
+    if not isinstance(parts, dict) or set(parts) != expected or not all(
+            isinstance(p, dict) and isinstance(p.get("n_features"), int) and isinstance(p.get("classes"), list)
+            and all(isinstance(c, str) for c in p["classes"]) for p in parts.values()):
+        raise DataError(path, f"refused: parts must be {sorted(expected)}, each with classes and n_features")
+    labels = info.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict) or set(labels) - LABEL_KEYS or not all(
+                _is_plain(v) or (isinstance(v, dict) and all(isinstance(x, str) for x in v.values()))
+                for v in labels.values()):
+            raise DataError(path, f"refused: labels must hold only {sorted(LABEL_KEYS)} with plain values")
+    if not isinstance(info.get("versions"), dict) or not isinstance(info["versions"].get("scikit-learn"), str):
+        raise DataError(path, "refused: versions.scikit-learn missing")
+    if "encoder" in info:
+        info = {**info, "encoder": validated_encoder_config(info["encoder"], info.get("encoder_option"), path,
+                                                            allow_trust_checkpoint)}
+    return info
 
 
 def _rebuild_svm(params: dict[str, Any], part: dict[str, Any], model: Any) -> SVMClassifier:
@@ -94,15 +201,19 @@ def _rebuild_svm(params: dict[str, Any], part: dict[str, Any], model: Any) -> SV
     return svm
 
 
-def load_head(model_dir: str | Path) -> tuple[SVMClassifier | SadFirstClassifier, dict[str, Any]]:
-    """The head saved in ``model_dir`` and its ``head.json`` record."""
+def load_head(model_dir: str | Path, allow_trust_checkpoint: bool = False
+              ) -> tuple[SVMClassifier | SadFirstClassifier, dict[str, Any]]:
+    """The head saved in ``model_dir`` and its checked ``head.json`` record (its ``encoder`` a
+    config of one of the project's encoders, with the project's ``_target_``)."""
     model_dir = Path(model_dir)
     info_path = model_dir / "head.json"
     if not info_path.is_file():
         raise DataError(info_path, "not a saved head (run evaluate.py save_model=true; the head is in <run dir>/model)")
-    info = json.loads(info_path.read_text())
-    if info.get("format") != HEAD_FORMAT:
-        raise DataError(info_path, f"head format {info.get('format')!r}, this version reads {HEAD_FORMAT}")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise DataError(info_path, f"not JSON ({type(exc).__name__}: {exc})") from None
+    info = _checked_record(info, info_path, allow_trust_checkpoint)
     if info["versions"]["scikit-learn"] != _versions()["scikit-learn"]:
         raise DataError(info_path, f"saved with scikit-learn {info['versions']['scikit-learn']}, this environment has "
                                    f"{_versions()['scikit-learn']}: refit the head (models are not portable across versions)")

@@ -1,6 +1,7 @@
 """``predict.py``: the emotion of new recordings with a saved head.
 
-The encoder is rebuilt from the head's own record (same config, checkpoint, windowing), every
+The encoder is rebuilt from the head's own record (same option, checkpoint, windowing: checked
+against the project's encoder options, the class never taken from the file), every
 input is embedded as the training utterances were, and the head predicts a label with per-class
 scores. Files that cannot be read or are too short are reported, listed in the CSV with their
 reason and counted in the final line; never dropped silently.
@@ -48,9 +49,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     inputs = OmegaConf.to_container(cfg.inputs, resolve=True) if not isinstance(cfg.inputs, str) else [cfg.inputs]
     if not inputs:
         raise ConfigError("inputs", "name at least one audio file or folder")
-    head, info = load_head(cfg.model)
+    head, info = load_head(cfg.model, allow_trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
+    if "encoder" not in info:
+        raise DataError(Path(cfg.model) / "head.json", "records no encoder: predict.py cannot embed new audio for it")
     files = expand_inputs([str(i) for i in inputs])  # type: ignore[union-attr]
-    enc_cfg = OmegaConf.create(info["encoder"])
+    enc_cfg = OmegaConf.create(info["encoder"])  # checked against conf/encoder by load_head; class from the project
     if "device" in enc_cfg:
         enc_cfg.device = cfg.device if cfg.device != "auto" else enc_cfg.device
     encoder, windowing = encoder_from_config(enc_cfg)

@@ -1,16 +1,18 @@
-"""Hydra callback that writes one aggregated table when a multirun sweep ends, and logs it to
-W&B once, as a run of its own (``job_type`` ``summary``) in the sweep's group."""
+"""Hydra callback that writes one aggregated table when a multirun sweep ends (failed jobs listed
+with their error line), logs it to W&B once, as a run of its own (``job_type`` ``summary``) in
+the sweep's group, and ends the sweep with status 1 when any job failed."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from deeptalk_ser.utils.reporting import SUMMARY_COLUMNS, aggregate_runs, markdown_table
+from deeptalk_ser.utils.reporting import SWEEP_COLUMNS, aggregate_runs, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ def log_sweep_summary(config: DictConfig, rows: Sequence[dict[str, Any]], column
                              "job": str(OmegaConf.select(config, "hydra.job.name", default=""))})
     try:
         run.log({"sweep/summary": wandb_table(rows, columns)})
+        failed = [r["run"] for r in rows if r.get("status") == "failed"]
+        run.summary["n_failed"] = len(failed)
+        run.summary["failed_runs"] = ", ".join(failed)
         for metric in ("ua", "wa", "macro_f1", "eer"):  # the best of the sweep, at a glance in the runs table
             vals = [(r[metric], r["run"]) for r in rows if isinstance(r.get(metric), (int, float))]
             if vals:
@@ -61,9 +66,9 @@ class AggregateResults(Callback):
         rows = aggregate_runs(config.hydra.sweep.dir)
         if rows:
             print(f"\nSweep summary ({len(rows)} runs) -> {config.hydra.sweep.dir}/summary.{{csv,md}}")
-            print(markdown_table(rows, ["run", *SUMMARY_COLUMNS]))
+            print(markdown_table(rows, SWEEP_COLUMNS))
             try:
-                where = log_sweep_summary(config, rows, ["run", *SUMMARY_COLUMNS])
+                where = log_sweep_summary(config, rows, SWEEP_COLUMNS)
             except Exception as exc:  # the table is on disk already; W&B trouble must not fail the sweep
                 log.warning("sweep summary not logged to W&B: %s", exc)
             else:
@@ -71,3 +76,10 @@ class AggregateResults(Callback):
                     print(f"W&B group {Path(str(config.hydra.sweep.dir)).name}: summary table -> {where}")
         else:
             log.warning("multirun ended without any results.json under %s", config.hydra.sweep.dir)
+        failed = [r for r in rows if r.get("status") == "failed"]
+        if failed:  # every job ran and the summary is written; the sweep as a whole did not succeed
+            for r in failed:
+                print(f"job {r['run']} failed: {r.get('error')}", file=sys.stderr)
+            print(f"{len(failed)} of {len(rows)} jobs failed (listed in {config.hydra.sweep.dir}/summary.md)",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(1)

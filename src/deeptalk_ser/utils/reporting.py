@@ -10,6 +10,8 @@ from deeptalk_ser.utils.io import write_text_atomic
 
 SUMMARY_COLUMNS = ("task", "data", "encoder", "windowing", "classifier", "protocol", "backend", "n_utterances", "n_folds",
                    "wa", "ua", "macro_f1", "ua_fold_mean", "ua_fold_std", "eer", "min_dcf_p0.01")
+#: a multirun summary: which job, its overrides, whether it finished, its results or its error line
+SWEEP_COLUMNS = ("run", "overrides", "status", *SUMMARY_COLUMNS, "error")
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str) -> Path:
@@ -58,22 +60,39 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join(lines) + "\n"
 
 
+def _job_overrides(job_dir: Path) -> list[str]:
+    """The command-line overrides of one multirun job (``.hydra/overrides.yaml``)."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    import yaml
+
+    return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
+
+
 def aggregate_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Collect every ``results.json`` below a multirun directory into ``summary.{csv,md}``."""
+    """Collect every job below a multirun directory into ``summary.{csv,md}``: a finished job's
+    ``results.json`` row, or a failed job's ``error.json`` line (status ``failed``), in job order."""
     import csv
     import io
 
     sweep_dir = Path(sweep_dir)
     rows = []
-    for res in sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        row = summary_row(json.loads(res.read_text()))
-        row["run"] = res.parent.name
-        rows.append(row)
+    jobs = {p.parent for pattern in ("*/results.json", "*/error.json") for p in sweep_dir.glob(pattern)}
+    for job in sorted(jobs, key=lambda p: (len(p.name), p.name)):
+        if (job / "results.json").is_file():
+            row = {**summary_row(json.loads((job / "results.json").read_text())), "status": "ok"}
+        else:
+            row = {"status": "failed", "error": json.loads((job / "error.json").read_text()).get("error")}
+        rows.append({"run": job.name, "overrides": _job_overrides(job), **row})
     if not rows:
         return rows
-    cols = ["run", *SUMMARY_COLUMNS]
+    shared = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
+    for r in rows:  # what tells the jobs apart: the overrides not common to the whole sweep
+        r["overrides"] = " ".join(o for o in r["overrides"] if o not in shared) or None
+    cols = list(SWEEP_COLUMNS)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(sweep_dir / "summary.csv", buf.getvalue())
