@@ -11,7 +11,7 @@ from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from deeptalk_ser.evaluation.classifiers import SadFirstClassifier, SVMClassifier, select_backend
+from deeptalk_ser.evaluation.classifiers import SadFirstClassifier, SVMClassifier, sad_first, select_backend
 from deeptalk_ser.evaluation.classifiers.hierarchical import REST
 from deeptalk_ser.evaluation.classifiers.svm import undersample
 
@@ -149,7 +149,7 @@ def test_select_backend_without_gpu(monkeypatch):
     assert select_backend("sklearn") == "sklearn"
     assert SVMClassifier().resolved_backend == "sklearn"
     assert SVMClassifier().backend == "auto"  # the parameter stays as given (sklearn's get_params/clone)
-    assert SadFirstClassifier().resolved_backend == "sklearn"
+    assert sad_first().resolved_backend == "sklearn"
     assert SVMClassifier().fit(*blobs({"a": 5, "b": 5})).backend_ == "sklearn"
     with pytest.raises(ValueError, match="cuML"):
         select_backend("cuml")
@@ -168,7 +168,7 @@ def test_clone_gives_an_unfitted_copy_with_the_same_params():
     assert not hasattr(copy, "model_") and not hasattr(copy, "classes_")
     fitted = SVMClassifier(backend="sklearn", C=5).fit(*blobs({"a": 10, "b": 10}))
     assert not hasattr(clone(fitted), "model_")
-    assert is_classifier(clf) and is_classifier(SadFirstClassifier())
+    assert is_classifier(clf) and is_classifier(sad_first())
 
 
 def test_svm_get_params_round_trip():
@@ -183,25 +183,33 @@ def test_svm_get_params_round_trip():
                                             "cache_size": 200.0, "n_components": 1024, "approx_head": "ridge"}
 
 
-def test_sad_first_get_params_round_trip():
-    params = {"first_class": "angry", "name": "h", "C": 10.0, "gamma": 0.5, "standardize": True, "balance": True,
-              "backend": "sklearn", "seed": 3, "class_order": ["sad", "happy"], "cache_size": 300.0,
-              "n_components": 128, "approx_head": "ridge"}
-    clf = SadFirstClassifier(**params)
-    assert clf.get_params() == params and clone(clf).get_params() == params
-    assert SadFirstClassifier().get_params() == {"first_class": "sad", "name": "hierarchical", "C": 1000.0,
-                                                 "gamma": 0.1, "standardize": False, "balance": False,
-                                                 "backend": "auto", "seed": 0, "class_order": None,
-                                                 "cache_size": 200.0, "n_components": 1024, "approx_head": "ridge"}
-    fitted = SadFirstClassifier(**params).fit(*blobs({c: 10 for c in FOUR}))
-    for stage in (fitted.stage1_, fitted.stage2_):  # the stages carry the head's SVM parameters
-        assert {k: v for k, v in stage.get_params().items() if k != "name"} == \
-            {k: v for k, v in params.items() if k not in ("first_class", "name")}
+def test_sad_first_is_a_meta_estimator():
+    """Stages are estimator parameters (scikit-learn style): clone copies them, ``first_stage__C``
+    reaches into one, and the fitted stages are clones carrying the given parameters."""
+    svm = {"C": 10.0, "gamma": 0.5, "standardize": True, "balance": True, "backend": "sklearn", "seed": 3,
+           "name": "svm", "class_order": ["sad", "happy"], "cache_size": 300.0, "n_components": 128,
+           "approx_head": "ridge"}
+    clf = sad_first(first_class="angry", name="h", **{k: v for k, v in svm.items() if k != "name"})
+    params = clf.get_params(deep=True)
+    assert params["first_class"] == "angry" and params["second_stage"] is None
+    assert {k[len("first_stage__"):]: v for k, v in params.items() if k.startswith("first_stage__")} == svm
+    copy = clone(clf)
+    plain = {k: v for k, v in params.items() if k != "first_stage"}
+    assert copy.first_stage is not clf.first_stage
+    assert {k: v for k, v in copy.get_params(deep=True).items() if k != "first_stage"} == plain
+    fitted = clf.fit(*blobs({c: 10 for c in FOUR}))
+    for stage in (fitted.stage1_, fitted.stage2_):  # second_stage=None: a clone of the first
+        assert stage.get_params() == svm and stage is not clf.first_stage
+    assert not hasattr(clf.first_stage, "model_")  # the parameter itself stays unfitted
+    other = SadFirstClassifier(first_stage=SVMClassifier(backend="sklearn", C=1.0),
+                               second_stage=SVMClassifier(backend="sklearn", C=100.0)).fit(*blobs({c: 10 for c in FOUR}))
+    assert (other.stage1_.C, other.stage2_.C) == (1.0, 100.0)
+    assert clone(other).set_params(second_stage__C=5.0).second_stage.C == 5.0
 
 
 @pytest.mark.parametrize("make", [lambda: SVMClassifier(backend="sklearn"),
                                   lambda: SVMClassifier(backend="sklearn", standardize=True, balance=True),
-                                  lambda: SadFirstClassifier(backend="sklearn")])
+                                  lambda: sad_first(backend="sklearn")])
 def test_cross_val_predict_with_leave_one_group_out(make):
     X, y = blobs({c: 24 for c in FOUR}, spread=0.4, seed=2)
     groups = np.tile(np.arange(4), len(y) // 4)  # 4 "speakers", each with every class
@@ -221,7 +229,7 @@ def four_class():
 
 def test_sad_first_outputs_only_the_four_classes(four_class):
     Xtr, ytr = four_class
-    clf = SadFirstClassifier(backend="sklearn").fit(Xtr, ytr)
+    clf = sad_first(backend="sklearn").fit(Xtr, ytr)
     assert clf.uses_fine_labels is True
     rng = np.random.default_rng(5)
     Xany = rng.uniform(-3, 5, size=(300, 4)).astype(np.float32)
@@ -233,7 +241,7 @@ def test_sad_first_outputs_only_the_four_classes(four_class):
 
 def test_stage_one_sad_wins(four_class):
     Xtr, ytr = four_class
-    clf = SadFirstClassifier(backend="sklearn").fit(Xtr, ytr)
+    clf = sad_first(backend="sklearn").fit(Xtr, ytr)
     rng = np.random.default_rng(6)
     Xany = rng.uniform(-3, 5, size=(400, 4)).astype(np.float32)
     s1, s2, final = clf.stage1_.predict(Xany), clf.stage2_.predict(Xany), clf.predict(Xany)
@@ -251,10 +259,10 @@ def test_sad_first_requires_sad(four_class):
     Xtr, ytr = four_class
     keep = ytr != "sad"
     with pytest.raises(ValueError, match="sad"):
-        SadFirstClassifier(backend="sklearn").fit(Xtr[keep], ytr[keep])
+        sad_first(backend="sklearn").fit(Xtr[keep], ytr[keep])
 
 
 def test_sad_first_describe():
-    d = SadFirstClassifier(backend="sklearn", balance=True).describe()
-    assert d["name"] == "hierarchical" and d["first_class"] == "sad" and d["balance"] is True
-    assert d["backend"] == "sklearn"
+    d = sad_first(backend="sklearn", balance=True).describe()
+    assert d["name"] == "hierarchical" and d["first_class"] == "sad" and d["first_stage"]["balance"] is True
+    assert d["first_stage"]["backend"] == d["second_stage"]["backend"] == "sklearn"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from deeptalk_ser.evaluation.classifiers.hierarchical import SadFirstClassifier
+from deeptalk_ser.evaluation.classifiers.hierarchical import sad_first
 from deeptalk_ser.evaluation.classifiers.svm import SVMClassifier
 from deeptalk_ser.evaluation.heads import ALLOWED_NODES, load_head, save_head
 from deeptalk_ser.utils.errors import DataError
@@ -25,7 +25,7 @@ def _fitted(kind: str = "svm"):
     y = np.array(["angry", "sad", "happy", "neutral"] * 10, dtype=object)
     X = (rng.standard_normal((len(y), 4)) + np.array([{"angry": 0, "sad": 1, "happy": 2, "neutral": 3}[c]
                                                       for c in y])[:, None]).astype(np.float32)
-    clf = SadFirstClassifier(backend="sklearn") if kind == "sad_first" else SVMClassifier(backend="sklearn")
+    clf = sad_first(backend="sklearn") if kind == "sad_first" else SVMClassifier(backend="sklearn")
     return clf.fit(X, y)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeptalk_ser.evaluation.classifiers.hierarchical import SadFirstClassifier
+from deeptalk_ser.evaluation.classifiers.hierarchical import sad_first
 from deeptalk_ser.evaluation.classifiers.svm import SVMClassifier
 from deeptalk_ser.evaluation.heads import class_scores, load_head, save_head
 from deeptalk_ser.utils.errors import DataError
@@ -24,7 +24,7 @@ def _data(n=80, dim=6):
 
 @pytest.mark.parametrize("make", [lambda: SVMClassifier(backend="sklearn"),
                                   lambda: SVMClassifier(standardize=True, gamma="scale", backend="sklearn"),
-                                  lambda: SadFirstClassifier(backend="sklearn")])
+                                  lambda: sad_first(backend="sklearn")])
 def test_saved_head_predicts_bit_for_bit(tmp_path, make):
     X, y = _data()
     clf = make().fit(X, y)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from deeptalk_ser.evaluation.classifiers import SadFirstClassifier, SVMClassifier, select_backend
+from deeptalk_ser.evaluation.classifiers import SadFirstClassifier, SVMClassifier, sad_first, select_backend
 from deeptalk_ser.evaluation.classifiers import backend as be
 from deeptalk_ser.utils.errors import ConfigError
 
@@ -44,7 +44,7 @@ def test_check_params_names_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"classifier.{key}"):
         SVMClassifier(**{key: value}).check_params()
     with pytest.raises(ConfigError, match=f"classifier.{key}"):
-        SadFirstClassifier(**{key: value}).check_params()
+        sad_first(**{key: value}).check_params()
 
 
 @needs_sklearnex
@@ -55,7 +55,7 @@ def test_sklearnex_matches_libsvm() -> None:
     fast = SVMClassifier(backend="sklearnex", C=1000.0, gamma="scale").fit(X, y)
     assert fast.backend_ == "sklearnex"
     assert np.mean(fast.predict(Xte) == ref) >= 0.98
-    sad = SadFirstClassifier(backend="sklearnex", C=10.0, gamma="scale").fit(X, y)
+    sad = sad_first(backend="sklearnex", C=10.0, gamma="scale").fit(X, y)
     assert set(sad.predict(Xte)) <= set(y)
 
 
@@ -84,7 +84,7 @@ def test_nystroem_is_close_to_exact(head: str) -> None:
     assert clf.backend_ == "nystroem" and clf.describe()["n_components"] == 300
     assert approx >= exact - 0.05, (approx, exact)
     assert clone(clf).get_params()["n_components"] == 300  # still a scikit-learn estimator
-    sad = SadFirstClassifier(backend="nystroem", C=10.0, gamma="scale", n_components=200).fit(X, y)
+    sad = sad_first(backend="nystroem", C=10.0, gamma="scale", n_components=200).fit(X, y)
     assert np.mean(sad.predict(Xte) == yte) >= exact - 0.1
 
 

@@ -43,20 +43,38 @@ def test_search_never_sees_the_test_fold_and_groups_by_speaker():
 
 def test_bad_grid_names_the_key():
     X, y, spk = _data()
-    with pytest.raises(ConfigError, match="classifier.tune_grid"):
+    with pytest.raises(ConfigError, match="tuning.grid"):
         tuned_fit(lambda: SVMClassifier(backend="sklearn"), {"degree": [2]}, X, y, spk)
-    with pytest.raises(ConfigError, match="classifier.tune_folds"):
+    with pytest.raises(ConfigError, match="tuning.folds"):
         tuned_fit(lambda: SVMClassifier(backend="sklearn"), {"C": [1.0]}, X[:20], y[:20], spk[:20])
 
 
+def test_a_stage_key_ties_every_stage_of_sad_first():
+    """``C`` is not Sad-First's own parameter: it sets both stages to one value (the paper's one
+    SVM setting); ``first_stage__C`` alone tunes one stage."""
+    from deeptalk_ser.evaluation.classifiers.hierarchical import SadFirstClassifier, sad_first
+    from deeptalk_ser.evaluation.tuning import check_grid
+
+    two = SadFirstClassifier(first_stage=SVMClassifier(), second_stage=SVMClassifier())
+    grid = check_grid({"C": [1.0, 10.0], "gamma": ["scale"]}, list(two.get_params(deep=True)))
+    assert grid == [{"first_stage__C": [c], "second_stage__C": [c], "first_stage__gamma": ["scale"],
+                     "second_stage__gamma": ["scale"]} for c in (1.0, 10.0)]
+    assert check_grid({"first_stage__C": [1.0]}, list(two.get_params(deep=True))) == [{"first_stage__C": [1.0]}]
+    X, y, spk = _data()
+    y = np.where(np.arange(len(y)) % 3 == 0, "neutral", y).astype(object)
+    best, info = tuned_fit(lambda: sad_first(backend="sklearn"), {"C": [1.0, 100.0]}, X, y, spk, inner_folds=2)
+    assert set(info["best_params"]) == {"first_stage__C"} and len(info["grid_scores"]) == 2
+    assert best.stage1_.C == best.stage2_.C == info["best_params"]["first_stage__C"]
+
+
 @pytest.mark.e2e
-def test_evaluate_with_classifier_tune(tmp_path):
+def test_evaluate_with_tuning_enabled(tmp_path):
     from e2e_utils import read_json, run_script, speech_emodb_tree
 
     corpus = speech_emodb_tree(tmp_path / "emodb", speakers=("03", "08", "09"), texts=("a01", "a02"))
     run = tmp_path / "run"
-    run_script("evaluate.py", "experiment=egemaps_baseline", f"data.root={corpus}", "logger=none", "classifier.tune=true",
-               "classifier.tune_grid={C:[1.0,100.0],gamma:[scale]}", f"hydra.run.dir={run}", tmp=tmp_path)
+    run_script("evaluate.py", "experiment=egemaps_baseline", f"data.root={corpus}", "logger=none", "tuning.enabled=true",
+               "tuning.grid={C:[1.0,100.0],gamma:[scale]}", f"hydra.run.dir={run}", tmp=tmp_path)
     res = read_json(run / "results.json")
     assert res["tuning"]["grid"] == {"C": [1.0, 100.0], "gamma": ["scale"]}
     for fold in res["folds"]:  # 3 LOSO folds, 2 training speakers each -> 2 inner folds

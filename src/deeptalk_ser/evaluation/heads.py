@@ -31,7 +31,8 @@ from deeptalk_ser.evaluation.classifiers.svm import SVMClassifier
 from deeptalk_ser.utils.errors import ConfigError, DataError
 from deeptalk_ser.utils.io import atomic_path, write_json_atomic
 
-#: format 2 names the encoder option (``encoder_option``) and stores no ``_target_``; 1 is still read
+#: format 2 names the encoder option (``encoder_option``), stores no ``_target_`` and nests Sad-First's
+#: stage parameters; format 1 (flat SVM parameters, the project's ``_target_``) is still read for SVM heads
 HEAD_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 #: the fitted scikit-learn objects a head is made of (module, class): SVC, optionally behind a scaler
@@ -115,7 +116,9 @@ def _load_model(path: Path) -> Any:
         raise DataError(path, f"cannot load the saved model ({type(exc).__name__}: {exc})") from None
 
 
-def _svm_part(clf: SVMClassifier) -> dict[str, Any]:
+def _svm_part(clf: Any) -> dict[str, Any]:
+    if not isinstance(clf, SVMClassifier):
+        raise ConfigError("save_model", f"saved heads hold SVM stages; this one has a {type(clf).__name__}")
     if getattr(clf, "backend_", "sklearn") != "sklearn":
         raise ConfigError("classifier.backend", f"the head was fitted with {clf.backend_}; save_model needs "
                                                 "classifier.backend=sklearn (a portable CPU model)")
@@ -144,13 +147,45 @@ def save_head(clf: SVMClassifier | SadFirstClassifier, out: str | Path, meta: di
         if meta["encoder_option"] is None:
             raise ConfigError("save_model", "only a head on one of the project's encoders (conf/encoder) can be saved")
         meta["encoder"] = {k: v for k, v in encoder.items() if k != "_target_"}
-    write_json_atomic(out / "head.json", {"format": HEAD_FORMAT, "kind": kind, "params": clf.get_params(),
+    write_json_atomic(out / "head.json", {"format": HEAD_FORMAT, "kind": kind, "params": _head_params(clf),
                                           "parts": parts, "versions": _versions(), **meta})
     return out
 
 
+def _head_params(clf: SVMClassifier | SadFirstClassifier) -> dict[str, Any]:
+    """Plain parameters: an SVM's own, or Sad-First's with each stage's SVM parameters nested."""
+    if isinstance(clf, SadFirstClassifier):
+        stages = clf.stage_estimators()
+        return {"first_class": clf.first_class, "name": clf.name,
+                "first_stage": stages["first_stage"].get_params(),
+                "second_stage": None if clf.second_stage is None else stages["second_stage"].get_params()}
+    return clf.get_params()
+
+
+def portable(make_classifier: Any) -> SVMClassifier | SadFirstClassifier:
+    """A fresh head on the scikit-learn backend everywhere (the stages too): the one whose fitted
+    model is portable and saved without pickle."""
+    from sklearn.base import clone
+
+    clf = clone(make_classifier())
+    return clf.set_params(**{k: "sklearn" for k in clf.get_params(deep=True) if k.split("__")[-1] == "backend"})
+
+
 def _is_plain(value: Any) -> bool:
     return isinstance(value, PLAIN) or (isinstance(value, list) and all(isinstance(v, PLAIN) for v in value))
+
+
+def _check_params(params: dict[str, Any], kind: str, path: Path, prefix: str = "params.") -> None:
+    """Known parameters with plain values (Sad-First: its own, and each stage's as an SVM's)."""
+    allowed = set(SVMClassifier().get_params()) if kind == "svm" else {"first_class", "name", "first_stage",
+                                                                       "second_stage"}
+    for key, value in params.items():
+        if key in ("first_stage", "second_stage") and kind == "sad_first" and (isinstance(value, dict) or
+                                                                              (value is None and key == "second_stage")):
+            if value is not None:
+                _check_params(value, "svm", path, f"{prefix}{key}.")
+        elif key not in allowed or not _is_plain(value):
+            raise DataError(path, f"refused: {prefix}{key} is not a plain {HEAD_CLASSES[kind].__name__} parameter")
 
 
 def _checked_record(info: Any, path: Path, allow_trust_checkpoint: bool) -> dict[str, Any]:
@@ -163,16 +198,17 @@ def _checked_record(info: Any, path: Path, allow_trust_checkpoint: bool) -> dict
     if unknown:
         raise DataError(path, f"refused: unknown key(s) {unknown}")
     if info.get("format") not in READABLE_FORMATS:
-        raise DataError(path, f"head format {info.get('format')!r}, this version reads {list(READABLE_FORMATS)}")
+        raise DataError(path, f"head format {info.get('format')!r}, this version reads {list(READABLE_FORMATS)} "
+                              "(refit it with evaluate.py save_model=true)")
     kind = info.get("kind")
     if kind not in HEAD_CLASSES:
         raise DataError(path, f"refused: kind {kind!r} (known: {', '.join(HEAD_CLASSES)})")
-    params, allowed = info.get("params"), set(HEAD_CLASSES[kind]().get_params())
+    if info["format"] == 1 and kind == "sad_first":
+        raise DataError(path, "a Sad-First head of format 1 (flat SVM parameters): refit it with evaluate.py save_model=true")
+    params = info.get("params")
     if not isinstance(params, dict):
         raise DataError(path, "refused: params is not a mapping")
-    for key, value in params.items():
-        if key not in allowed or not _is_plain(value):
-            raise DataError(path, f"refused: params.{key} is not a plain {HEAD_CLASSES[kind].__name__} parameter")
+    _check_params(params, kind, path)
     expected = {"flat"} if kind == "svm" else {"stage1", "stage2"}
     parts = info.get("parts")
     if not isinstance(parts, dict) or set(parts) != expected or not all(
@@ -194,8 +230,7 @@ def _checked_record(info: Any, path: Path, allow_trust_checkpoint: bool) -> dict
 
 
 def _rebuild_svm(params: dict[str, Any], part: dict[str, Any], model: Any) -> SVMClassifier:
-    keys = SVMClassifier().get_params().keys()
-    svm = SVMClassifier(**{k: v for k, v in params.items() if k in keys})
+    svm = SVMClassifier(**params)
     svm.classes_ = np.array(part["classes"], dtype=object)
     svm.model_, svm.backend_, svm.n_features_in_ = model, "sklearn", part["n_features"]
     return svm
@@ -220,9 +255,13 @@ def load_head(model_dir: str | Path, allow_trust_checkpoint: bool = False
     params = info["params"]
     if info["kind"] == "svm":
         return _rebuild_svm(params, info["parts"]["flat"], _load_model(model_dir / "flat.skops")), info
-    head = SadFirstClassifier(**params)
-    head.stage1_ = _rebuild_svm(params, info["parts"]["stage1"], _load_model(model_dir / "stage1.skops"))
-    head.stage2_ = _rebuild_svm(params, info["parts"]["stage2"], _load_model(model_dir / "stage2.skops"))
+    stages = {k: SVMClassifier(**params[k]) if params.get(k) else None for k in ("first_stage", "second_stage")}
+    head = SadFirstClassifier(**stages, first_class=params.get("first_class", "sad"), name=params.get("name", "hierarchical"))
+    stage_params = head.stage_estimators()
+    head.stage1_ = _rebuild_svm(stage_params["first_stage"].get_params(), info["parts"]["stage1"],
+                                _load_model(model_dir / "stage1.skops"))
+    head.stage2_ = _rebuild_svm(stage_params["second_stage"].get_params(), info["parts"]["stage2"],
+                                _load_model(model_dir / "stage2.skops"))
     head.backend_ = "sklearn"
     head.classes_ = np.array(sorted(set(head.stage2_.classes_) | {head.first_class}), dtype=object)
     head.n_features_in_ = head.stage1_.n_features_in_

@@ -6,10 +6,16 @@ outer (protocol) fold, scikit-learn's ``GridSearchCV`` runs a ``GroupKFold`` ove
 fold's speakers (no speaker in both an inner train and an inner validation part), picks the grid
 point with the best inner score (balanced accuracy = UA by default), refits it on the whole
 training fold and only then predicts the outer test fold, which the search never sees.
+
+Settings live in their own config node (``tuning.enabled``, ``tuning.grid``, ``tuning.folds``,
+``tuning.scoring``), apart from the classifier they tune. A grid key the head does not have
+itself but its stages do (``C`` for Sad-First, whose stages are SVMs) sets every stage to the
+same value: the paper's one SVM setting; ``first_stage__C`` tunes one stage alone.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -17,20 +23,24 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from deeptalk_ser.utils.errors import ConfigError
 
-#: the documented default grid (conf/classifier/*.yaml ``tune_grid``)
-DEFAULT_GRID: dict[str, list[Any]] = {"C": [1.0, 10.0, 100.0, 1000.0], "gamma": ["scale", 0.01, 0.1, 1.0]}
 
-
-def check_grid(grid: Mapping[str, Sequence[Any]], params: Sequence[str]) -> dict[str, list[Any]]:
-    """The grid as lists, refusing parameters the classifier does not have or empty lists."""
+def check_grid(grid: Mapping[str, Sequence[Any]], params: Sequence[str]) -> list[dict[str, list[Any]]]:
+    """The grid as scikit-learn's ``param_grid`` (a list of dicts), refusing parameters the
+    classifier and its stages do not have, or empty lists. A key found only in stages
+    (``C`` -> ``first_stage__C``, ``second_stage__C``) ties those stages to one value."""
     out = {str(k): list(v) for k, v in grid.items()}
-    unknown = sorted(set(out) - set(params))
-    if unknown:
-        raise ConfigError("classifier.tune_grid", f"unknown parameter(s) {unknown}; the classifier has {sorted(params)}")
     empty = [k for k, v in out.items() if not v]
     if empty or not out:
-        raise ConfigError("classifier.tune_grid", f"every grid entry needs at least one value (empty: {empty})")
-    return out
+        raise ConfigError("tuning.grid", f"every grid entry needs at least one value (empty: {empty})")
+    tied = {k: [p for p in params if p.endswith(f"__{k}")] for k in out if k not in params}
+    unknown = sorted(k for k, stages in tied.items() if not stages)
+    if unknown:
+        raise ConfigError("tuning.grid", f"unknown parameter(s) {unknown}; the classifier has {sorted(params)}")
+    direct = {k: v for k, v in out.items() if k not in tied}
+    if not tied:
+        return [direct]
+    return [{**direct, **{p: [value] for k, value in zip(tied, combo) for p in tied[k]}}
+            for combo in itertools.product(*(out[k] for k in tied))]
 
 
 def tuned_fit(make_classifier: Callable[[], Any], grid: Mapping[str, Sequence[Any]], X: np.ndarray, y: np.ndarray,
@@ -39,12 +49,12 @@ def tuned_fit(make_classifier: Callable[[], Any], grid: Mapping[str, Sequence[An
     and what was chosen (best parameters, inner score, every grid point's mean inner score)."""
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        raise ConfigError("classifier.tune_folds", f"nested tuning needs >= 2 speakers in a training fold, got {n_groups}")
+        raise ConfigError("tuning.folds", f"nested tuning needs >= 2 speakers in a training fold, got {n_groups}")
     k = min(int(inner_folds), n_groups)
     if k < 2:
-        raise ConfigError("classifier.tune_folds", f"must be >= 2, got {inner_folds}")
+        raise ConfigError("tuning.folds", f"must be >= 2, got {inner_folds}")
     base = make_classifier()
-    search = GridSearchCV(base, param_grid=check_grid(grid, list(base.get_params())), cv=GroupKFold(n_splits=k),
+    search = GridSearchCV(base, param_grid=check_grid(grid, list(base.get_params(deep=True))), cv=GroupKFold(n_splits=k),
                           scoring=scoring, refit=True, error_score="raise")
     search.fit(X, y, groups=groups)
     table = [{**{p: _plain(v) for p, v in params.items()}, "inner_score": float(score)}
