@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 import torch
 
 from deeptalk_ser.utils.io import write_json_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from synthetic_audio import speech_like  # noqa: E402,F401  (the tests' generator: same VAD path)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(os.environ.get("DEEPTALK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))

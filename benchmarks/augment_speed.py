@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from _common import SHARED_DATA, write_results
-from deeptalk_ser.data.audio.synthetic import speech_like
+from _common import speech_like
 from deeptalk_ser.data.corpora._common import resolve_in_root
 from deeptalk_ser.data.corpora.kaldi import KaldiCorpus
 from deeptalk_ser.data.manifest import Utterance

@@ -52,7 +52,7 @@ from deeptalk_ser.training.data import StoreCropDataset
 from deeptalk_ser.training.sampler import SpeakerBatchSampler
 from deeptalk_ser.utils.errors import AudioError
 from deeptalk_ser.utils.io import write_json_atomic
-from deeptalk_ser.data.audio.synthetic import speech_like
+from _common import speech_like
 
 P, K, CROP = 32, 10, 200
 

@@ -46,7 +46,7 @@ def write_wav() -> Callable[..., Path]:
     return write_wav_file
 
 
-from deeptalk_ser.data.audio.synthetic import speech_like  # noqa: E402,F401  (fixtures import it from here)
+from synthetic_audio import speech_like  # noqa: E402,F401  (fixtures import it from here)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Synthetic speech-like audio for fixtures and benchmarks (the real corpora are not everywhere).
 
-One generator shared by the tests and ``benchmarks/`` so that both exercise the same VAD path.
+One generator shared by the tests and ``benchmarks/`` (through ``benchmarks/_common.py``) so that
+both exercise the same VAD path; test-only code, not part of the package.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def test_one_bad_value_does_not_stop_the_sweep(tmp_path):
     """The reported case: ``evaluate.py -m classifier.C=1,abc,10`` ran job 0, failed job 1 and never
     ran job 2, with no summary table, no W&B summary run and no error line in job 1's log."""
     from e2e_utils import run_script, speech_emodb_tree
-    from deeptalk_ser.utils.wandb_records import find_offline_runs
+    from wandb_records import find_offline_runs
 
     os.environ.pop("WANDB_SERVICE", None)
     corpus = speech_emodb_tree(tmp_path / "emodb", speakers=("03", "08", "09"), texts=("a01", "a02"))

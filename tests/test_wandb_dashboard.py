@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from deeptalk_ser.utils.loggers import (RUN_ID_FILE, build_loggers, flatten_config, log_run, override_name,
                                         stable_run_id)
-from deeptalk_ser.utils.wandb_records import find_offline_runs, read_offline_run
+from wandb_records import find_offline_runs, read_offline_run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

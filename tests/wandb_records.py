@@ -1,5 +1,5 @@
 """Read an offline W&B run back (``<run>/wandb/offline-run-*/run-<id>.wandb``) without W&B's
-servers: what tests check and what a user can inspect before ``wandb sync``.
+servers: what the tests check (test-only code, not part of the package).
 
 The ``.wandb`` file is a LevelDB-style log (a 7-byte ``:W&B`` header, then 32 KiB blocks of
 records with 7-byte headers: CRC32, length, type FULL/FIRST/MIDDLE/LAST) of protobuf
