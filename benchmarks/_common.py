@@ -1,4 +1,5 @@
-"""Shared bits of the benchmark scripts: machine facts and atomic result files."""
+"""Shared bits of the benchmark scripts: machine facts, atomic result files, and the reference
+optimiser step as ``conf/`` configures it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from deeptalk_ser.utils.io import write_json_atomic
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic_audio import speech_like  # noqa: E402,F401  (the tests' generator: same VAD path)
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(os.environ.get("DEEPTALK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -31,3 +33,14 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     write_json_atomic(path, {**results, "machine": machine()})
     print(f"-> {path}")
     return path
+
+
+def reference_step_config() -> tuple[Any, float]:
+    """What ``train.py`` steps with by default, read from the configs (never restated here):
+    ``training.optimizer`` of ``conf/train.yaml`` as its partial (Adam 1e-4) and
+    ``trainer.gradient_clip_val`` of ``conf/trainer/default.yaml`` (global L2 norm)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    optimizer = instantiate(OmegaConf.load(CONF / "train.yaml").training.optimizer, _convert_="all")
+    return optimizer, float(OmegaConf.load(CONF / "trainer" / "default.yaml").gradient_clip_val)

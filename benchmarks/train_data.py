@@ -40,7 +40,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from _common import write_results
+from _common import reference_step_config, write_results
 from deeptalk_ser.data.audio.framing import frame_signal, n_frames, random_crop
 from deeptalk_ser.data.audio.frontend import AudioFrontend
 from deeptalk_ser.data.audio.io import load_audio
@@ -212,8 +212,10 @@ def step_scale(root: str, n: int, batches: int) -> dict[str, Any]:
     rss0 = rss_mb()
     utts = synth_listing(n)
     t0 = time.perf_counter()
-    dm = SpeakerDataModule(utts, deeptalk_frontend(), P, K, CROP, batches_per_epoch=max(batches, 1), val_speakers=0,
-                           store_dir=root, seed=0, rank=0, world_size=1)
+    dm = SpeakerDataModule(utts, deeptalk_frontend(), speakers_per_batch=P, utterances_per_speaker=K, crop_frames=CROP,
+                           batches_per_epoch=max(batches, 1), val_speakers=0, store_dir=root, seed=0, num_workers=0,
+                           pin_memory=False, persistent_workers=False, prefetch_factor=None, on_error="raise",
+                           shard_size=1000, prepare_workers=1, augment=None, rank=0, world_size=1)
     dm.setup("fit")
     setup_s = time.perf_counter() - t0
     loader = dm.train_dataloader()
@@ -260,7 +262,8 @@ def train_throughput(store: CropStore, steps: int) -> dict[str, Any]:
     from deeptalk_ser.training.losses import GE2ELoss
     from deeptalk_ser.training.module import SpeakerEncoderModule
 
-    module = SpeakerEncoderModule(loss=GE2ELoss())
+    optimizer, grad_clip = reference_step_config()
+    module = SpeakerEncoderModule(loss=GE2ELoss(), optimizer=optimizer, scheduler=None)
     opt = module.configure_optimizers()
     sampler = SpeakerBatchSampler(np.asarray(store.labels), P, K, num_batches=steps + 1, seed=0)
     loader = DataLoader(StoreCropDataset(store, CROP), batch_sampler=sampler, num_workers=1, prefetch_factor=2)
@@ -270,7 +273,7 @@ def train_throughput(store: CropStore, steps: int) -> dict[str, Any]:
         opt.zero_grad()
         loss = module.compute_loss(module(frames), labels)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), module.hparams.grad_clip)
+        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
         opt.step()
         now = time.perf_counter()
         times.append(now - t_prev)

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from _common import write_results
+from _common import reference_step_config, write_results
 from deeptalk_ser.training.losses import GE2ELoss, TripletLoss
 from deeptalk_ser.training.module import SpeakerEncoderModule
 
@@ -22,7 +22,9 @@ SETTINGS = {"reference_32x10": (32, 10), "shipped_16x6": (16, 6)}
 
 
 def time_steps(P: int, K: int, loss: str, steps: int, crop: int = 200) -> float:
-    module = SpeakerEncoderModule(loss={"ge2e": GE2ELoss, "triplet": TripletLoss}[loss]())
+    optimizer, grad_clip = reference_step_config()
+    module = SpeakerEncoderModule(loss={"ge2e": GE2ELoss, "triplet": TripletLoss}[loss](), optimizer=optimizer,
+                                  scheduler=None)
     opt = module.configure_optimizers()
     frames = torch.randn(P * K, crop, 160)
     labels = torch.arange(P).repeat_interleave(K)
@@ -31,7 +33,7 @@ def time_steps(P: int, K: int, loss: str, steps: int, crop: int = 200) -> float:
         opt.zero_grad()
         loss_v = module.compute_loss(module(frames), labels)
         loss_v.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), module.hparams.grad_clip)
+        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
         opt.step()
 
     step()  # warm-up

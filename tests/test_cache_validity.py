@@ -66,8 +66,11 @@ def test_replaced_file_with_same_size_and_mtime_is_reextracted(corpus, tmp_path)
     assert utts2[0].checksum != utts[0].checksum and utts2[1].checksum == utts[1].checksum
     enc = StatsEncoder()
     store2, summary = extract_or_reuse(utts2, enc, WIN, cache, progress=False)
-    assert enc.calls > 0 and "reused_store" not in summary and store2.path != store.path
+    # the same store (one per corpus and encoder): the stale row of "a" is embedded again, "b" is reused
+    assert enc.calls == 1 and (summary["n_embedded"], summary["n_reused"]) == (1, 1) and store2.path == store.path
     np.testing.assert_allclose(store2.select(["a"])[0][0], -0.75, atol=1e-6)
+    np.testing.assert_allclose(store2.select(["b"])[0][0], 0.5, atol=1e-6)
+    assert store2.ids == ["b", "a"]  # rows kept, then the new ones
 
 
 def test_unchanged_corpus_reuses_manifest_and_store(corpus, tmp_path):

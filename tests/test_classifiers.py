@@ -174,13 +174,14 @@ def test_clone_gives_an_unfitted_copy_with_the_same_params():
 def test_svm_get_params_round_trip():
     params = {"C": 3.0, "gamma": "scale", "standardize": True, "balance": True, "backend": "sklearn", "seed": 7,
               "name": "flat", "class_order": ["b", "a"], "cache_size": 500.0, "n_components": 64,
-              "approx_head": "linear_svc"}
+              "approx_head": "linear_svc", "blocks": [4, 2]}
     clf = SVMClassifier(**params)
     assert clf.get_params() == params
     assert SVMClassifier().set_params(**params).get_params() == params
     assert SVMClassifier().get_params() == {"C": 1000.0, "gamma": 0.1, "standardize": False, "balance": False,
                                             "backend": "auto", "seed": 0, "name": "svm", "class_order": None,
-                                            "cache_size": 200.0, "n_components": 1024, "approx_head": "ridge"}
+                                            "cache_size": 200.0, "n_components": 1024, "approx_head": "ridge",
+                                            "blocks": None}
 
 
 def test_sad_first_is_a_meta_estimator():
@@ -188,7 +189,7 @@ def test_sad_first_is_a_meta_estimator():
     reaches into one, and the fitted stages are clones carrying the given parameters."""
     svm = {"C": 10.0, "gamma": 0.5, "standardize": True, "balance": True, "backend": "sklearn", "seed": 3,
            "name": "svm", "class_order": ["sad", "happy"], "cache_size": 300.0, "n_components": 128,
-           "approx_head": "ridge"}
+           "approx_head": "ridge", "blocks": None}
     clf = sad_first(first_class="angry", name="h", **{k: v for k, v in svm.items() if k != "name"})
     params = clf.get_params(deep=True)
     assert params["first_class"] == "angry" and params["second_stage"] is None

@@ -153,10 +153,11 @@ def test_normal_runs_unaffected_by_the_plugin(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- trainer configs
-def test_trainer_configs_name_num_nodes() -> None:
+def test_trainer_configs_take_num_nodes(tmp_path: Path) -> None:
+    """``trainer.num_nodes=N`` is a plain override (no ``+``) on every training trainer variant."""
     for name in ("default", "ddp", "gpu"):
-        text = (CONF / "trainer" / f"{name}.yaml").read_text()
-        assert "num_nodes:" in text, f"conf/trainer/{name}.yaml should show num_nodes"
+        cfg = compose_cfg("train", [f"trainer={name}", "trainer.num_nodes=2"], tmp_path)
+        assert cfg.trainer.num_nodes == 2, name
 
 
 def test_ddp_on_cpu_two_processes(tmp_path: Path) -> None:

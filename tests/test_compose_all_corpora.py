@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from corpora.emotion_fixtures import (build_crema_d, build_embedding_arrays, build_iemocap, build_label_folders,
-                                      build_msp_podcast, build_ravdess, build_user_manifest)
+                                      build_msp_podcast, build_nemo, build_ravdess, build_user_manifest)
 from corpora.speaker_fixtures import build_kaldi, build_librispeech, build_voxceleb1, build_voxceleb2
 from deeptalk_ser.evaluation.protocols import Protocol
 
@@ -26,7 +26,7 @@ PROTOCOL_OPTIONS = sorted(p.stem for p in (CONF / "protocol").glob("*.yaml"))
 #: keep evaluate's default. train.yaml composes the protocol group too, so every option composes
 #: with train.
 OWN_PROTOCOL = {"crema_d": "actor_kfold", "iemocap": "leave_one_session_out", "msp_podcast": "msp_official",
-                "ravdess": "ravdess_6fold", "deeptalkemotions_crema_d": "fixed"}
+                "ravdess": "ravdess_6fold", "deeptalkemotions_crema_d": "fixed", "nemo": "loso"}
 
 
 def _emodb(root: Path, request: pytest.FixtureRequest) -> Path:
@@ -41,6 +41,7 @@ BUILDERS: dict[str, Callable[[Path, pytest.FixtureRequest], Any]] = {
     "IemocapCorpus": lambda root, _: build_iemocap(root),
     "MspPodcastCorpus": lambda root, _: build_msp_podcast(root, layout="current"),
     "RavdessCorpus": lambda root, _: build_ravdess(root),
+    "NemoCorpus": lambda root, _: build_nemo(root),
     "EmoDBCorpus": _emodb,
     "EmbeddingArrayCorpus": lambda root, _: build_embedding_arrays(root),
     "KaldiCorpus": lambda root, _: build_kaldi(root),
@@ -97,7 +98,7 @@ def _protocol_file(name: str) -> DictConfig:
 
 def test_options_found():
     assert {"crema_d", "iemocap", "msp_podcast", "ravdess", "emodb", "voxceleb1", "voxceleb2", "librispeech",
-            "pretrain_mix"} <= set(DATA_OPTIONS)
+            "pretrain_mix", "nemo"} <= set(DATA_OPTIONS)
     assert {"loso", "group_kfold", "fixed", "actor_kfold", "crema_d_paper", "leave_one_session_out",
             "iemocap_paper", "msp_official", "msp_paper", "ravdess_6fold"} <= set(PROTOCOL_OPTIONS)
 

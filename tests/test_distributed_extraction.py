@@ -8,6 +8,7 @@ file in the middle (stop, then restart with ``data.on_error=skip``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -130,8 +131,9 @@ def test_shards_give_what_one_utterance_at_a_time_gives(utts, tmp_path):
     assert summary["audio_seconds"] == pytest.approx(sum(u.duration for u in utts))
     assert (summary["ranks"], summary["shards"], summary["shard_size"], summary["shards_reused"]) == (1, 4, 3, 0)
     # the cache key and folder evaluate.py looks for; shards removed after the merge
-    key = store_key(utts, TinyEncoder(), WIN, "raise")
+    key = store_key(TinyEncoder(), WIN)
     assert store.meta["key"] == key and store.path.name == f"tiny-{stable_hash(key)}"
+    assert (summary["n_reused"], summary["n_embedded"]) == (0, len(utts))
     # the store and the lock file beside it (kept: deleting a lock file races with a waiting run)
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted([store.path.name, f".{store.path.name}.lock"])
     assert (tmp_path / "sum.json").is_file()
@@ -139,6 +141,7 @@ def test_shards_give_what_one_utterance_at_a_time_gives(utts, tmp_path):
     enc = TinyEncoder()
     again, summary2 = _run(utts, tmp_path / "s", enc=enc, shard_size=3)
     assert enc.utterances == 0 and summary2["reused_store"] == str(store.path)
+    assert (summary2["n_reused"], summary2["n_embedded"], summary2["dropped_short"]) == (len(utts), 0, ["u03", "u08"])
 
 
 def test_crash_mid_way_then_restart_gives_the_same_store(utts, tmp_path):
@@ -195,11 +198,14 @@ def test_bad_file_stops_keeps_shards_and_skip_restart_reuses_them(utts, tmp_path
 
 def test_merge_check_names_missing_ids(utts, tmp_path):
     _run(utts, tmp_path / "s", windowing=UTT, shard_size=3, keep_shards=True)
-    key = store_key(utts, TinyEncoder(), UTT, "raise")
+    key = store_key(TinyEncoder(), UTT)
     work = _work_dir(tmp_path / "s")
     plan = ShardPlan(len(utts), 3)
     ids = np.array([u.id for u in utts])
-    infos = scan_shards(work / "shards", plan, stable_hash(work_key(key)), ids)
+    wkey = json.loads((work / "plan.json").read_text())["work_key"]
+    assert {k: v for k, v in wkey.items() if k not in ("todo", "n_todo")} == work_key(key)
+    assert wkey["n_todo"] == len(utts) and work.name == f".tiny-{stable_hash(wkey)}.work"
+    infos = scan_shards(work / "shards", plan, stable_hash(wkey), ids)
     assert sorted(infos) == [0, 1, 2, 3]
     del infos[1]
     with pytest.raises(ExtractionIncomplete, match=r"3 of 11 .*\['u03', 'u04', 'u05'\]"):
@@ -210,12 +216,13 @@ def test_merge_check_names_missing_ids(utts, tmp_path):
 def test_writer_counts_a_duplicated_utterance_once(utts, tmp_path):
     plan = ShardPlan(len(utts), 4)
     ids = [u.id for u in utts]
-    dm = SimpleNamespace(plan=plan, my_shards=[0, 2], positions=[0, 1, 2, 3, 8, 9, 10])
-    trainer = SimpleNamespace(datamodule=dm, global_rank=0, is_global_zero=True, world_size=1,
-                              strategy=SimpleNamespace(barrier=lambda *a: None))
     out = tmp_path / "shards"
     out.mkdir()
-    w = ShardWriter(out, "h", 4, ids, progress=False)
+    dm = SimpleNamespace(plan=plan, my_shards=[0, 2], positions=[0, 1, 2, 3, 8, 9, 10], shard_dir=out, key_hash="h",
+                         manifest_ids=ids)
+    trainer = SimpleNamespace(datamodule=dm, global_rank=0, is_global_zero=True, world_size=1,
+                              strategy=SimpleNamespace(barrier=lambda *a: None))
+    w = ShardWriter(4, progress=False)
     w.on_predict_start(trainer, None)
     rec = lambda p: {"pos": p, "emb": np.full(4, p, np.float32), "reason": None, "windows": 1, "seconds": 0.5}  # noqa: E731
     # a padding sampler repeats 0 and 9, and 4 belongs to another rank's shard

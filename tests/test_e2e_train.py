@@ -188,14 +188,15 @@ def test_the_users_voxceleb_command_on_fixture_trees(tmp_path: Path) -> None:
 
 
 def test_fine_tune_from_a_checkpoint_and_refuse_a_misfit(corpus: Path, tmp_path: Path) -> None:
-    """``encoder.checkpoint=<file>`` on the command line starts from those weights (not a resume:
-    the step count starts at 0); a file whose shapes do not fit is one line naming it."""
+    """``training.init_checkpoint=<file>`` starts from those weights (not a resume: the step count
+    starts at 0); a file whose shapes do not fit is one line naming it, and so is
+    ``encoder.checkpoint=<file>`` (what extraction loads, not where training starts)."""
     from deeptalk_ser.embedding.encoders.deeptalk import build_net, load_checkpoint
 
     shipped = PROJECT_ROOT / "src" / "deeptalk_ser" / "embedding" / "checkpoints" / "deeptalk_speechocean762.pt"
     run = tmp_path / "ft"
-    run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1", "training.lr=1e-12",
-               f"encoder.checkpoint={shipped}", f"hydra.run.dir={run}", tmp=tmp_path)
+    run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1", "training.optimizer.lr=1e-12",
+               f"training.init_checkpoint={shipped}", f"hydra.run.dir={run}", tmp=tmp_path)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 1
     ref = build_net(0)
@@ -206,6 +207,11 @@ def test_fine_tune_from_a_checkpoint_and_refuse_a_misfit(corpus: Path, tmp_path:
 
     bad = tmp_path / "bad.pt"
     torch.save({k: torch.zeros(3) for k in ref.state_dict()}, bad)
-    proc = run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1", f"encoder.checkpoint={bad}",
-                      f"hydra.run.dir={tmp_path / 'bad'}", tmp=tmp_path, check=False, env={"HYDRA_FULL_ERROR": "0"})
+    proc = run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1",
+                      f"training.init_checkpoint={bad}", f"hydra.run.dir={tmp_path / 'bad'}", tmp=tmp_path, check=False,
+                      env={"HYDRA_FULL_ERROR": "0"})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and str(bad) in proc.stderr
+    proc = run_script("train.py", *TINY, f"data.root={corpus}", "trainer.max_steps=1", f"encoder.checkpoint={shipped}",
+                      f"hydra.run.dir={tmp_path / 'enc'}", tmp=tmp_path, check=False, env={"HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "encoder.checkpoint: train.py starts from training.init_checkpoint" in proc.stderr

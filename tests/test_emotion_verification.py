@@ -85,6 +85,11 @@ def test_job_on_a_generated_emodb_tree(tmp_path: Path) -> None:
         assert 0.0 <= rec["eer"] <= 1.0 and rec["n_nontarget"] == 2 * rec["n_utterances"]  # vs the 2 other models
     assert (run / "emotion_verification.png").stat().st_size > 0
     assert "EER - reference" in proc.stdout
+    # speaker-level bootstrap interval per emotion (evaluation/intervals.py), in the table too
+    for rec in res["emotions"].values():
+        lo, hi = rec["ci95"]["eer"]
+        assert lo <= rec["eer"] <= hi
+    assert "EER 95% CI" in proc.stdout
 
 
 @pytest.mark.parametrize("corpus", ["crema_d", "iemocap", "ravdess"])

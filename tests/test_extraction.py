@@ -168,17 +168,50 @@ def test_extract_or_reuse(corpus, tmp_path):
     assert len([p for p in root.iterdir() if not p.name.endswith(".lock")]) == 2
 
 
-def test_extract_or_reuse_reextracts_for_other_utterances(corpus, tmp_path):
+def test_one_store_serves_every_subset_and_changed_audio_is_embedded_again(corpus, tmp_path):
     utts = corpus
     root = tmp_path / "stores"
     first, _ = extract_or_reuse(utts, StatsEncoder(), WIN, root)
     enc = StatsEncoder()
-    second, _ = extract_or_reuse(utts[:2], enc, WIN, root)  # a subset (e.g. one split)
-    assert enc.calls > 0 and second.path != first.path
+    second, summary = extract_or_reuse(utts[:2], enc, WIN, root)  # a subset (e.g. one task's utterances)
+    assert enc.calls == 0 and second.path == first.path
+    assert (summary["n_reused"], summary["n_embedded"], summary["reused_store"]) == (2, 0, str(first.path))
+    assert summary["utterances_in"] == 2 and summary["embedded"] == 2 and summary["dropped_short"] == []
     changed = [Utterance(**{**vars(utts[0]), "duration": 0.5})] + utts[1:]  # header facts changed
     enc = StatsEncoder()
-    third, _ = extract_or_reuse(changed, enc, WIN, root)
-    assert enc.calls > 0 and third.path not in (first.path, second.path)
+    third, summary = extract_or_reuse(changed, enc, WIN, root)
+    assert enc.calls == 1 and third.path == first.path  # only the changed utterance (one window batch)
+    assert (summary["n_reused"], summary["n_embedded"]) == (2, 1)
+    assert summary["dropped_short"] == ["short"]  # the short one's drop is reused, not redone
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == [first.path.name]
+
+
+def test_a_store_made_for_a_subset_grows_by_the_missing_ids_only(corpus, tmp_path):
+    """extract.py after an evaluation job (or a corpus that grew): only the ids the store lacks
+    are embedded, the rows it had are kept bit for bit, and the summary says which is which."""
+    root = tmp_path / "stores"
+    enc = StatsEncoder()
+    small, summary = extract_or_reuse(corpus[1:2], enc, WIN, root)  # "step" only
+    assert small.ids == ["step"] and summary["n_embedded"] == 1 and "reused_store" not in summary
+    before = small.select(["step"]).copy()
+    embedded = []
+
+    class Counting(StatsEncoder):
+        def embed_windowed(self, wav, window, hop, batch_size=256):
+            embedded.append(len(wav))
+            return super().embed_windowed(wav, window, hop, batch_size)
+
+    full, summary = extract_or_reuse(corpus, Counting(), WIN, root, summary_path=tmp_path / "sum.json")
+    assert sorted(embedded) == [2400, 8000]  # "short" and "const", never "step" again
+    assert full.path == small.path and full.ids == ["step", "const"]
+    np.testing.assert_array_equal(full.select(["step"]), before)
+    assert (summary["n_reused"], summary["n_embedded"], summary["embedded"]) == (1, 2, 2)
+    assert summary["dropped_short"] == ["short"] and summary["reused_store"] == str(full.path)
+    import json
+
+    assert json.loads((tmp_path / "sum.json").read_text())["n_embedded"] == 2
+    again, summary = extract_or_reuse(list(reversed(corpus)), StatsEncoder(), WIN, root)
+    assert (summary["n_reused"], summary["n_embedded"]) == (3, 0) and again.path == full.path
 
 
 def test_extract_or_reuse_reextracts_when_frontend_changes(corpus, tmp_path):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -222,11 +223,12 @@ def test_module_state_dict_layout_and_ge2e_scalars_in_the_net() -> None:
     network's own (so exported encoders keep them)."""
     from deeptalk_ser.training.module import SpeakerEncoderModule
 
-    ge2e = SpeakerEncoderModule(loss=GE2ELoss())
+    adam = functools.partial(torch.optim.Adam, lr=1e-4, weight_decay=0.0)  # conf/train.yaml's training.optimizer
+    ge2e = SpeakerEncoderModule(loss=GE2ELoss(), optimizer=adam, scheduler=None)
     keys = set(ge2e.state_dict())
     assert {"net.similarity_weight", "net.similarity_bias", "loss_fn.weight", "loss_fn.bias"} <= keys
     assert all(k.startswith(("net.", "loss_fn.")) for k in keys)
-    triplet = SpeakerEncoderModule(loss=TripletLoss())
+    triplet = SpeakerEncoderModule(loss=TripletLoss(), optimizer=adam, scheduler=None)
     assert set(triplet.state_dict()) == {k for k in keys if k.startswith("net.")}
     # parameters (so the optimiser's state) in the same order as the bare network's
     assert [p.data_ptr() for p in ge2e.parameters()] == [p.data_ptr() for p in ge2e.net.parameters()]

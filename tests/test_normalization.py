@@ -33,3 +33,21 @@ def test_removes_a_speaker_offset_that_hides_the_emotion_axis():
                   rng.normal(0, 1, 120)], axis=1)
     acc = lambda A: float(np.mean((A[:, 0] > 0) == (emo == 1)))  # noqa: E731
     assert acc(X) < 0.8 and acc(normalise_per_speaker(X, spk, "mean")) > 0.95
+
+
+@pytest.mark.e2e
+def test_per_speaker_mean_through_evaluate_py(tmp_path):
+    """``features.per_speaker`` reaches the job: recorded, and the fixture's speaker offsets removed
+    (its emotions differ the same way for every speaker) keep the score well above chance."""
+    from e2e_utils import read_json, run_script, speech_emodb_tree
+
+    corpus = speech_emodb_tree(tmp_path / "emodb", speakers=("03", "08", "09"), texts=("a01", "a02"))
+    for mode in ("none", "mean"):
+        run = tmp_path / mode
+        run_script("evaluate.py", "experiment=egemaps_baseline", f"features.per_speaker={mode}", f"data.root={corpus}",
+                   "logger=none", f"hydra.run.dir={run}", tmp=tmp_path)
+        res = read_json(run / "results.json")
+        assert res["per_speaker_normalisation"] == mode and res["ua"] >= 0.7, (mode, res["ua"])
+    proc = run_script("evaluate.py", "features.per_speaker=global", f"data.root={corpus}", "logger=none",
+                      f"hydra.run.dir={tmp_path / 'bad'}", tmp=tmp_path, check=False, env={"HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode == 1 and "features.per_speaker" in proc.stderr.strip().splitlines()[0]

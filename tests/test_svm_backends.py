@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from deeptalk_ser.evaluation.classifiers import SadFirstClassifier, SVMClassifier, sad_first, select_backend
+from deeptalk_ser.evaluation.classifiers import SVMClassifier, sad_first, select_backend
 from deeptalk_ser.evaluation.classifiers import backend as be
 from deeptalk_ser.utils.errors import ConfigError
 

@@ -167,7 +167,8 @@ def test_batches_do_not_depend_on_workers(built: CropStore) -> None:
 
 def _dm(corpus: list[Utterance], store_root: Path, **kw) -> SpeakerDataModule:
     args = dict(speakers_per_batch=2, utterances_per_speaker=3, crop_frames=120, batches_per_epoch=5, val_speakers=0,
-                store_dir=store_root, seed=1, shard_size=SHARD)
+                store_dir=store_root, seed=1, shard_size=SHARD, num_workers=0, pin_memory=False,
+                persistent_workers=False, prefetch_factor=None, on_error="raise", prepare_workers=1, augment=None)
     args.update(kw)
     dm = SpeakerDataModule(corpus, deeptalk_frontend(), **args)
     dm.setup("fit")

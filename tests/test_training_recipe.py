@@ -3,6 +3,7 @@ best-checkpoint export with a model card (unit level, plus one train.py run)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from deeptalk_ser.training.augment import CropAugment, add_noise, coloured_noise
 from deeptalk_ser.training.export import card_path, export_with_card, select_best
 from deeptalk_ser.training.losses import AAMSoftmaxLoss, TripletLoss
 from deeptalk_ser.training.model_card import best_row, render_model_card
-from deeptalk_ser.training.optim import LRSchedule, build_optimizer, make_schedule, parameter_groups
+from deeptalk_ser.training.optim import (LRSchedule, build_optimizer, check_optimizer, lr_schedule, parameter_groups,
+                                          warmup_lambda_lr)
 from deeptalk_ser.utils.errors import ConfigError, DataError
 
 # -- AAM softmax -------------------------------------------------------------------------------
@@ -56,9 +58,16 @@ def test_aam_margin_warms_up_and_head_learns() -> None:
     assert loss.margin == pytest.approx(0.1)
     loss.set_step(50)
     assert loss.margin == pytest.approx(0.2)
-    emb = torch.randn(4, 8, requires_grad=True)
-    loss(emb, torch.tensor([0, 1, 2, 3])).backward()
-    assert loss.weight.grad is not None and emb.grad is not None and loss.weight.grad.abs().sum() > 0
+    torch.manual_seed(0)
+    emb, labels = torch.randn(16, 8), torch.arange(4).repeat_interleave(4)
+    emb = emb + 3 * torch.nn.functional.one_hot(labels, 8).float()  # separable speakers
+    opt = torch.optim.SGD(loss.parameters(), lr=0.5)
+    first = float(loss(emb, labels))
+    for _ in range(30):  # the speaker head alone (embeddings fixed) must fit the speakers
+        opt.zero_grad()
+        loss(emb, labels).backward()
+        opt.step()
+    assert float(loss(emb, labels)) < 0.5 * first
 
 
 def test_aam_errors_name_the_problem() -> None:
@@ -88,16 +97,31 @@ def test_schedule_warmup_cosine_step() -> None:
     assert cos(110) == pytest.approx(0.1) and cos(10_000) == pytest.approx(0.1)  # held, not periodic
     step = LRSchedule("step", warmup_steps=0, step_size=5, gamma=0.5)
     assert [step(i) for i in (0, 4, 5, 10)] == [1.0, 1.0, 0.5, 0.25]
-    assert make_schedule({"name": "constant"}, 100) is None
+    assert lr_schedule("constant", 0, None, 0.0, 1000, 0.5, max_steps=100) is None  # no scheduler at all
+    assert lr_schedule("cosine", 10, None, 0.0, 1000, 0.5, max_steps=100).total_steps == 100  # null: max_steps
 
 
-def test_schedule_config_errors_name_the_key() -> None:
+def test_schedule_and_optimizer_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match="training.scheduler.total_steps"):
-        make_schedule({"name": "cosine", "warmup_steps": 50}, max_steps=-1)
+        lr_schedule("cosine", 50, None, 0.0, 1000, 0.5, max_steps=-1)
     with pytest.raises(ConfigError, match="training.scheduler.name"):
-        make_schedule({"name": "linear"}, 100)
-    with pytest.raises(ConfigError, match="training.optimizer.name"):
-        build_optimizer(iter([]), 1e-3, {"name": "lamb"}, None, 100)
+        lr_schedule("linear", 0, None, 0.0, 1000, 0.5, max_steps=100)
+    with pytest.raises(ConfigError, match="training.scheduler.step_size"):
+        lr_schedule("step", 0, None, 0.0, 0, 0.5, max_steps=100)
+    adam = functools.partial(torch.optim.Adam, lr=1e-3)
+    with pytest.raises(ConfigError, match="training.optimizer: .*momentum"):
+        check_optimizer(functools.partial(torch.optim.Adam, lr=1e-3, momentum=0.9), None, 100)
+    with pytest.raises(ConfigError, match="training.optimizer: .*learning rate"):
+        check_optimizer(functools.partial(torch.optim.Adam, lr=-1.0), None, 100)
+    with pytest.raises(ConfigError, match="training.scheduler.total_steps"):
+        check_optimizer(adam, _scheduler(name="cosine", warmup_steps=10), max_steps=5)
+    check_optimizer(adam, _scheduler(name="cosine", warmup_steps=10), max_steps=50)  # a valid pair passes
+
+
+def _scheduler(**kw):
+    args = {"name": "constant", "warmup_steps": 0, "total_steps": None, "min_lr_ratio": 0.0, "step_size": 1000,
+            "gamma": 0.5, **kw}
+    return functools.partial(warmup_lambda_lr, **args)
 
 
 def test_weight_decay_only_on_matrices_and_lambdalr_steps() -> None:
@@ -106,16 +130,200 @@ def test_weight_decay_only_on_matrices_and_lambdalr_steps() -> None:
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(net[0].weight)}
     assert len(parameter_groups(net.named_parameters(), 0.0)) == 1  # the pre-decay checkpoints' layout
-    cfg = build_optimizer(net.named_parameters(), 1e-2, {"name": "adamw", "weight_decay": 0.01},
-                          {"name": "cosine", "warmup_steps": 2, "total_steps": 6}, max_steps=-1)
+    cfg = build_optimizer(net.named_parameters(), functools.partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.01),
+                          _scheduler(name="cosine", warmup_steps=2, total_steps=6), max_steps=-1)
     opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
     assert isinstance(opt, torch.optim.AdamW) and cfg["lr_scheduler"]["interval"] == "step"
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
     lrs = []
     for _ in range(6):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(5e-3) and lrs[1] == pytest.approx(1e-2) and lrs[-1] < lrs[2]
+    plain = build_optimizer(net.named_parameters(), functools.partial(torch.optim.Adam, lr=1e-4, weight_decay=0.0),
+                            _scheduler(), max_steps=100)
+    assert isinstance(plain, torch.optim.Adam) and len(plain.param_groups) == 1  # constant: no scheduler
+
+
+# -- the training objects, built from conf/train.yaml ------------------------------------------
+
+
+def _compose(tmp: Path, *overrides: str, config_dir: Path | None = None):
+    """conf/train.yaml as train.py composes it (``config_dir``: an extra config search path)."""
+    import os
+
+    from hydra import compose, initialize_config_dir
+
+    from markers import PROJECT_ROOT
+
+    extra = [f"hydra.searchpath=[file://{config_dir}]"] if config_dir else []
+    old = os.environ.get("PROJECT_ROOT")
+    os.environ["PROJECT_ROOT"] = str(PROJECT_ROOT)
+    try:
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            return compose(config_name="train", overrides=[*extra, *overrides, f"paths.output_dir={tmp / 'out'}",
+                                                           f"paths.cache_dir={tmp / 'cache'}"])
+    finally:
+        if old is None:
+            del os.environ["PROJECT_ROOT"]
+        else:
+            os.environ["PROJECT_ROOT"] = old
+
+
+def _net_params():
+    """The module's parameters (network, then loss head), as configure_optimizers sees them."""
+    from deeptalk_ser.training.losses import AAMSoftmaxLoss
+    from deeptalk_ser.training.module import SpeakerEncoderModule
+
+    return SpeakerEncoderModule(loss=AAMSoftmaxLoss(), optimizer=None, scheduler=None, n_speakers=5)
+
+
+@pytest.mark.parametrize("experiment", [None, "speaker_recipe"])
+def test_optimizer_and_scheduler_nodes_build_the_recipes_as_before(tmp_path: Path, experiment: str | None) -> None:
+    """The ``_partial_`` nodes of the reference defaults and of experiment=speaker_recipe give the
+    optimiser the previous string switches built (same class, same groups with the same
+    hyper-parameters, same learning rate at every step): results do not change."""
+    from deeptalk_ser.runs.train import check_config
+
+    cfg = _compose(tmp_path, "trainer.max_steps=300", *([f"experiment={experiment}"] if experiment else []))
+    optimizer, scheduler = check_config(cfg)
+    module = _net_params()
+    built = build_optimizer(module.named_parameters(), optimizer, scheduler, max_steps=cfg.trainer.max_steps)
+    # what the string switches built: Adam(one group, lr 1e-4), no scheduler; the recipe: AdamW over
+    # (matrices at wd 1e-4, the rest at 0), lr 1e-3, LambdaLR(cosine, warm-up 100, to 2 % at max_steps)
+    if experiment is None:
+        want = torch.optim.Adam(parameter_groups(module.named_parameters(), 0.0), lr=1e-4)
+        assert isinstance(built, torch.optim.Adam) and len(built.param_groups) == 1
+        assert built.state_dict()["param_groups"] == want.state_dict()["param_groups"]
+        return
+    want = torch.optim.AdamW(parameter_groups(module.named_parameters(), 1e-4), lr=1e-3)
+    want_sched = torch.optim.lr_scheduler.LambdaLR(want, LRSchedule("cosine", warmup_steps=100, total_steps=300,
+                                                                    min_lr_ratio=0.02, step_size=1000, gamma=0.5))
+    opt, sched = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    assert type(opt) is torch.optim.AdamW and built["lr_scheduler"]["interval"] == "step"
+    assert opt.state_dict()["param_groups"] == want.state_dict()["param_groups"]
+    assert [len(g["params"]) for g in opt.param_groups] == [len(g["params"]) for g in want.param_groups]
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0]
+    got_lrs, want_lrs = [], []
+    for _ in range(400):  # past total_steps: the cosine floor is held
+        got_lrs.append(opt.param_groups[0]["lr"])
+        want_lrs.append(want.param_groups[0]["lr"])
+        opt.step()  # no gradients: nothing moves; keeps the optimiser-then-schedule order
+        want.step()
+        sched.step()
+        want_sched.step()
+    assert got_lrs == want_lrs and sched.state_dict() == want_sched.state_dict()
+    assert got_lrs[0] == pytest.approx(1e-5) and got_lrs[99] == pytest.approx(1e-3)
+    assert got_lrs[-1] == pytest.approx(2e-5)
+
+
+def test_bad_optimizer_target_is_a_config_error(tmp_path: Path) -> None:
+    from deeptalk_ser.runs.train import check_config
+
+    with pytest.raises(ConfigError, match="training.optimizer._target_"):
+        check_config(_compose(tmp_path, "training.optimizer._target_=torch.optim.Lamb"))
+    with pytest.raises(ConfigError, match="training.optimizer: .*momentum"):
+        check_config(_compose(tmp_path, "+training.optimizer.momentum=0.9"))  # Adam has none
+    sgd = check_config(_compose(tmp_path, "training.optimizer._target_=torch.optim.SGD",
+                                "+training.optimizer.momentum=0.9", "+training.optimizer.nesterov=true"))[0]
+    assert sgd.func is torch.optim.SGD and sgd.keywords["nesterov"] is True
+
+
+def _global_norm(grads: list[torch.Tensor]) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+class _NormRecordingSGD(torch.optim.SGD):
+    """SGD that records the global L2 norm of the gradients it is about to apply."""
+
+    norms: list[float] = []
+
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None  # Lightning's closure: forward, backward, clipping
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        type(self).norms.append(_global_norm(grads))
+        super().step()
+        return loss
+
+
+def test_trainer_gradient_clip_val_clips_the_global_norm(tmp_path: Path) -> None:
+    """``trainer.gradient_clip_val`` (conf/trainer/default.yaml: 3.0, norm) is what clips: the
+    module no longer overrides Lightning's clipping hook, and the gradients the optimiser applies
+    have a global L2 norm of 3 when the raw gradients are far larger."""
+    import functools as ft
+
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from deeptalk_ser.runs.train import build_module
+    from deeptalk_ser.training.module import SpeakerEncoderModule
+
+    cfg = _compose(tmp_path)
+    assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (3.0, "norm")
+    assert SpeakerEncoderModule.configure_gradient_clipping is L.LightningModule.configure_gradient_clipping
+    _NormRecordingSGD.norms = []
+    module = build_module(cfg, ft.partial(_NormRecordingSGD, lr=0.0), None, n_speakers=3)
+    loss_of = module.compute_loss
+    module.compute_loss = lambda emb, labels: 1e4 * loss_of(emb, labels)  # gradients far above the clip
+
+    raw: list[float] = []
+
+    class Raw(L.Callback):  # before Lightning clips
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            raw.append(_global_norm(grads))
+
+    trainer = instantiate(cfg.trainer, accelerator="cpu", max_steps=1, logger=False, callbacks=[Raw()],
+                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                          limit_val_batches=0, _convert_="all")
+    torch.manual_seed(0)
+    batch = torch.utils.data.TensorDataset(torch.randn(6, 40, 160), torch.arange(3).repeat_interleave(2))
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batch, batch_size=6))
+    assert raw and raw[0] > 30.0
+    assert _NormRecordingSGD.norms == [pytest.approx(3.0, rel=1e-4)]
+    path = tmp_path / "step1.ckpt"  # hyper-parameters stay plain values: no optimiser callable pickled
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(ckpt["hyper_parameters"]) == {"seed", "val_trial_seed", "n_speakers"}
+
+
+def _experiment(tmp: Path, body: str) -> Path:
+    """A config folder with ``experiment/mine.yaml`` (a user's experiment file)."""
+    (tmp / "extra" / "experiment").mkdir(parents=True, exist_ok=True)
+    (tmp / "extra" / "experiment" / "mine.yaml").write_text("# @package _global_\n" + body)
+    return tmp / "extra"
+
+
+def test_init_checkpoint_is_one_key_wherever_it_is_set(tmp_path: Path) -> None:
+    """``training.init_checkpoint`` from the command line and from an experiment file compose to
+    the same config and start from the same weights; ``encoder.checkpoint`` is refused the same
+    way from either place (it is what extract.py / evaluate.py load)."""
+    from deeptalk_ser.embedding.encoders.deeptalk import build_net
+    from deeptalk_ser.runs.train import build_module, check_config
+
+    weights = tmp_path / "start.pt"
+    torch.save(build_net(7).state_dict(), weights)
+    line = _compose(tmp_path, f"training.init_checkpoint={weights}")
+    extra = _experiment(tmp_path, f"training:\n  init_checkpoint: {weights}\n")
+    filed = _compose(tmp_path, "experiment=mine", config_dir=extra)
+    assert line.training.init_checkpoint == filed.training.init_checkpoint == str(weights)
+    assert line.encoder.checkpoint == filed.encoder.checkpoint == str(weights)  # follows it
+    want = build_net(7).state_dict()
+    for cfg in (line, filed):
+        optimizer, scheduler = check_config(cfg)
+        net = build_module(cfg, optimizer, scheduler, n_speakers=3).net.state_dict()
+        assert all(torch.equal(net[k], want[k]) for k in want)
+    fresh = _compose(tmp_path)
+    assert fresh.training.init_checkpoint is None and fresh.encoder.checkpoint is None  # not the shipped encoder
+    check_config(fresh)
+
+    on_line = _compose(tmp_path, f"encoder.checkpoint={weights}")
+    in_file = _compose(tmp_path, "experiment=mine", config_dir=_experiment(tmp_path, f"encoder:\n  checkpoint: {weights}\n"))
+    refused = [on_line, in_file]
+    for cfg in refused:
+        with pytest.raises(ConfigError, match="encoder.checkpoint: train.py starts from training.init_checkpoint"):
+            check_config(cfg)
 
 
 # -- augmentation ------------------------------------------------------------------------------
@@ -214,6 +422,20 @@ def test_model_card_lists_curve_and_comparison(tmp_path: Path) -> None:
     assert card_path(tmp_path / "deeptalk.pt").name == "deeptalk.MODEL_CARD.md"
 
 
+def test_model_card_optimiser_row_reads_this_and_earlier_recipes() -> None:
+    """The card states lr, optimiser and clipping from the ``_partial_`` node and the trainer's
+    clip (this code) and from ``training.lr`` / ``training.grad_clip`` (runs before it)."""
+    from deeptalk_ser.training.model_card import optimiser_row
+
+    now = {"training": {"optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3,
+                                      "weight_decay": 1e-4}},
+           "gradient_clip": {"val": 3.0, "algorithm": "norm"}}
+    before = {"training": {"lr": 1e-3, "grad_clip": 3.0, "optimizer": {"name": "adamw", "weight_decay": 1e-4}}}
+    assert optimiser_row(now) == ('lr 0.001, `{"_target_": "torch.optim.AdamW", "weight_decay": 0.0001}`, '
+                                  'gradient-norm clip 3.0')
+    assert optimiser_row(before) == 'lr 0.001, `{"name": "adamw", "weight_decay": 0.0001}`, gradient-norm clip 3.0'
+
+
 @pytest.mark.e2e
 def test_train_with_the_toolkit_recipe_exports_best_encoder_and_card(tmp_path: Path) -> None:
     from e2e_utils import read_json, run_script, speech_kaldi_tree
@@ -235,6 +457,9 @@ def test_train_with_the_toolkit_recipe_exports_best_encoder_and_card(tmp_path: P
     assert torch.equal(exported["state_dict"]["fCNN.0.weight"], ckpt["state_dict"]["net.fCNN.0.weight"])
     card = (run / "MODEL_CARD.md").read_text()
     assert "experiment=speaker_recipe" in card and "## Validation curve" in card
+    assert ('| optimiser | lr 0.001, `{"_target_": "torch.optim.AdamW", "weight_decay": 0.0001}`, '
+            'gradient-norm clip 3.0 |') in card
+    assert summary["recipe"]["gradient_clip"] == {"val": 3.0, "algorithm": "norm"}
     lr = ckpt["lr_schedulers"][0]
     assert lr["_last_lr"][0] < 1e-3  # cosine decayed by the last step
 

@@ -79,3 +79,34 @@ def test_evaluate_with_tuning_enabled(tmp_path):
     assert res["tuning"]["grid"] == {"C": [1.0, 100.0], "gamma": ["scale"]}
     for fold in res["folds"]:  # 3 LOSO folds, 2 training speakers each -> 2 inner folds
         assert fold["tuned"]["inner_folds"] == 2 and fold["tuned"]["best_params"]["C"] in (1.0, 100.0)
+
+
+def test_optuna_sweeper_config_composes():
+    """``hydra/sweeper=svm_optuna`` composes with evaluate.yaml: Hydra's Optuna sweeper, seeded TPE,
+    maximising over the classifier keys that exist in both heads."""
+    from hydra import compose, initialize_config_dir
+    from markers import PROJECT_ROOT
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=["hydra/sweeper=svm_optuna"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert sweeper.direction == "maximize" and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert set(sweeper.params) == {"classifier.C", "classifier.gamma"}
+    for key in sweeper.params:  # every searched key exists in both classifier configs
+        for head in ("svm", "hierarchical"):
+            with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+                assert compose(config_name="evaluate", overrides=[f"classifier={head}", f"{key}=1.0"])
+
+
+@pytest.mark.e2e
+def test_optuna_sweep_runs_trials_and_writes_one_summary(tmp_path):
+    from e2e_utils import run_script, speech_emodb_tree
+
+    corpus = speech_emodb_tree(tmp_path / "emodb", speakers=("03", "08", "09"), texts=("a01", "a02"))
+    sweep = tmp_path / "sweep"
+    run_script("evaluate.py", "-m", "hydra/sweeper=svm_optuna", "hydra.sweeper.n_trials=2", "experiment=egemaps_baseline",
+               f"data.root={corpus}", "logger=none", f"hydra.sweep.dir={sweep}", tmp=tmp_path)
+    assert sorted(p.parent.name for p in sweep.glob("*/results.json")) == ["0", "1"]
+    assert "best_value" in (sweep / "optimization_results.yaml").read_text()
+    assert (sweep / "summary.csv").read_text().count("\n") == 3  # header + 2 trials

@@ -1,4 +1,4 @@
-"""Emotion-corpus trees in the distributed layouts (CREMA-D, IEMOCAP, MSP-Podcast, RAVDESS, the
+"""Emotion-corpus trees in the distributed layouts (CREMA-D, IEMOCAP, MSP-Podcast, nEMO, RAVDESS, the
 authors' embedding arrays), importable as plain builders (the loader tests' own trees are pytest
 fixtures). Each builder reuses the file lists and label texts of the matching loader test, and
 can widen them (all 91 CREMA-D actors, all 5 IEMOCAP sessions, all 24 RAVDESS actors) for the
@@ -18,6 +18,7 @@ from .test_crema_d import CLIPS as CREMA_CLIPS, DEMOGRAPHICS as CREMA_DEMOGRAPHI
 from .test_iemocap import EVALUATIONS as IEMOCAP_EVALUATIONS, EXPECTED as IEMOCAP_EXPECTED, HEADER as IEMOCAP_HEADER
 from .test_iemocap import _eval_path as iemocap_eval_path, _wav_path as iemocap_wav_path
 from .test_msp_podcast import LABELS as MSP_LABELS, _build as msp_build
+from .test_nemo import ROWS as NEMO_ROWS, TSV as NEMO_TSV
 from .test_ravdess import AV_FILE as RAVDESS_AV_FILE, FILES as RAVDESS_FILES
 
 SECONDS = 0.02
@@ -127,6 +128,15 @@ def build_ravdess(root: Path, actors: Iterable[int] | None = None,
             intensity = "01" if emo == "01" else "02"
             write_audio(root / f"Actor_{actor:02d}" / f"03-01-{emo}-{intensity}-01-01-{actor:02d}.wav",
                         seconds=SECONDS, sr=48000)
+    return root
+
+
+# --------------------------------------------------------------------------- nEMO
+def build_nemo(root: Path) -> Path:
+    """The loader test's tree: ``samples/*.wav`` and ``data.tsv`` (UTF-8, space-padded speaker ids)."""
+    for row in NEMO_ROWS:
+        write_audio(root / "samples" / row[0], seconds=SECONDS)
+    write_text(root / "data.tsv", NEMO_TSV)
     return root
 
 

@@ -21,8 +21,9 @@ from filelock import FileLock
 
 from deeptalk_ser.data.corpora.base import CorpusLoader
 from deeptalk_ser.data.audio.io import read_header
-from deeptalk_ser.utils.errors import AudioError, DataError
-from deeptalk_ser.utils.io import file_checksum, file_stat, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.utils.errors import CACHE, AudioError, DataError, cache_not_writable, stage
+from deeptalk_ser.utils.io import (file_checksum, file_stat, locked_unless_read_only, stable_hash, write_json_atomic,
+                                   write_text_atomic)
 from deeptalk_ser.utils.progress import progress
 from deeptalk_ser.data.manifest import Utterance, read_manifest, write_manifest
 
@@ -39,9 +40,11 @@ class PrepareReport:
 
 
 def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = "raise",
-                     workers: int | None = None, checksum: bool = True) -> PrepareReport:
+                     workers: int | None = None, checksum: bool = True, read_only: bool = False) -> PrepareReport:
     """Write ``<out_dir>/manifest.jsonl`` for ``loader``; see module docstring. ``checksum=False``
-    (headers only, stat-keyed caches) exists as the baseline of ``benchmarks/prepare_speed.py``."""
+    (headers only, stat-keyed caches) exists as the baseline of ``benchmarks/prepare_speed.py``.
+    ``read_only``: the cache cannot be written; an up-to-date manifest is reused, anything else
+    is a :class:`DataError` saying that preparing needs write access."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     out_dir = Path(out_dir)
@@ -70,6 +73,8 @@ def prepare_manifest(loader: CorpusLoader, out_dir: str | Path, on_error: str = 
         if prev.get("stamp") == stamp:
             log.info("manifest up to date: %s", manifest_path)
             return PrepareReport(manifest_path, prev["n_utterances"], reused=True, skipped=prev.get("skipped", []))
+    if read_only:
+        raise cache_not_writable(out_dir, "up-to-date manifest of this corpus")
     if not loader.has_audio:
         return _finish(manifest_path, stamp_path, stamp, utts, headers_read=0, skipped=rejected, on_error=on_error)
 
@@ -132,9 +137,9 @@ def _finish(manifest_path: Path, stamp_path: Path, stamp: str, utts: list[Uttera
 
 def load_prepared(loader: CorpusLoader, out_dir: str | Path, on_error: str = "raise") -> tuple[list[Utterance], PrepareReport]:
     """Prepare (or reuse) and read the manifest back. Runs sharing a cache (or the ranks of one
-    DDP run) take turns on a lock file beside the manifest: one writes, the others then reuse it."""
+    DDP run) take turns on a lock file beside the manifest: one writes, the others then reuse it.
+    A read-only cache is read without the lock (nobody can change it)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out_dir / ".prepare.lock")):
-        report = prepare_manifest(loader, out_dir, on_error=on_error)
+    with stage("prepare", out_dir, CACHE), locked_unless_read_only(FileLock(str(out_dir / ".prepare.lock"))) as writable:
+        report = prepare_manifest(loader, out_dir, on_error=on_error, read_only=not writable)
     return read_manifest(report.manifest), report

@@ -1,11 +1,13 @@
-"""The one extraction engine: Lightning ``predict`` over the manifest, resumable shards, one store.
+"""The one extraction engine: Lightning ``predict`` over what a store lacks, resumable shards, one store.
 
 load -> front end (DataLoader workers) -> windows -> mean per utterance, in every process of
 the configured Lightning strategy (a single process is world size 1). Deterministic: no
 shuffling, no augmentation, an utterance's embedding depends only on its audio, the encoder
-and the windowing, so one and N processes give the same store. Utterances shorter than one
-window are dropped and counted; unreadable files stop the run (``on_error=raise``) or are
-skipped and listed (``on_error=skip``). Design: docs/design/extraction.md.
+and the windowing, so one and N processes give the same store. One store per corpus, encoder,
+windowing and dtype: a job embeds only the utterances it asks for that the store lacks (or whose
+audio changed) and adds them. Utterances shorter than one window are dropped and counted;
+unreadable files stop the run (``on_error=raise``) or are skipped and listed (``on_error=skip``).
+Design: docs/design/extraction.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import time
 import warnings
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,11 +36,13 @@ from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
 from deeptalk_ser.embedding.shards import (ExtractionIncomplete, ShardPlan, choose_shard_size, first_error,
                                           load_or_create_plan, merge_shards, scan_shards, work_key, write_shard)
-from deeptalk_ser.embedding.store import EmbeddingStore, open_matching_store, store_key, store_path
+from deeptalk_ser.embedding.store import (EmbeddingStore, StoreRequest, open_store, plan_request, request_summary,
+                                          store_key, store_path)
 from deeptalk_ser.embedding.windowing import Windowing, average_windows
-from deeptalk_ser.utils.errors import AudioError
+from deeptalk_ser.utils.errors import NOT_WRITABLE, AudioError, cache_not_writable
 from deeptalk_ser.utils.io import stable_hash, write_json_atomic
 from deeptalk_ser.utils.processes import worker_init
+from deeptalk_ser.utils.progress import progress_enabled
 
 log = logging.getLogger(__name__)
 # The writer takes positions from the batches themselves; Lightning's batch-index bookkeeping is not needed.
@@ -119,30 +124,51 @@ class ExtractionModule(pl.LightningModule):
                 "windows": int(n_win), "seconds": float(seconds)}
 
 
-class ShardDataModule(pl.LightningDataModule):
-    """The utterances of this rank's pending shards, in manifest order; rank 0 decides which
-    shards are pending (after cleaning the shard folder) and broadcasts that to every rank."""
+@dataclass
+class Work:
+    """What this extraction embeds: ``todo`` (positions in the job's utterances: those the store
+    lacks), cut into ``plan``'s shards under ``work_dir`` (named by ``key_hash``, the hash of the
+    store key and the todo list, written into every shard)."""
 
-    def __init__(self, utts: Sequence[Utterance], encoder: SpeakerEncoder, plan: ShardPlan, shard_dir: Path,
-                 key_hash: str, manifest_ids: np.ndarray, num_workers: int = 0, nothing_pending: bool = False) -> None:
+    todo: np.ndarray
+    plan: ShardPlan
+    key_hash: str
+    work_dir: Path
+    reused: int = 0  # shards finished by an earlier, interrupted attempt
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.work_dir / "shards"
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """The utterances of this rank's pending shards, in manifest order. Global rank 0 (which
+    holds the store's lock) decides the work: it cleans the shard folder, then broadcasts what to
+    embed, the shard size, the work's hash and the finished shards to every rank."""
+
+    def __init__(self, utts: Sequence[Utterance], encoder: SpeakerEncoder, work: Work | None, store_root: Path,
+                 num_workers: int = 0) -> None:
         super().__init__()
-        self.nothing_pending = nothing_pending  # the store exists (written by another run): only follow rank 0
-        self.utts, self.encoder, self.plan, self.shard_dir = list(utts), encoder, plan, shard_dir
-        self.key_hash, self.manifest_ids, self.num_workers = key_hash, manifest_ids, num_workers
+        self.utts, self.encoder, self.work, self.store_root = list(utts), encoder, work, store_root
+        self.num_workers = num_workers
         self.positions: list[int] = []
         self.my_shards: list[int] = []
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer
         assert trainer is not None
-        done = None
+        payload = None
         if trainer.is_global_zero:
-            self.shard_dir.mkdir(parents=True, exist_ok=True)
-            done = (list(range(self.plan.n_shards)) if self.nothing_pending else
-                    sorted(scan_shards(self.shard_dir, self.plan, self.key_hash, self.manifest_ids, clean=True)))
-        plan_size, done = trainer.strategy.broadcast((self.plan.shard_size, done), src=0)
-        if plan_size != self.plan.shard_size:
-            raise RuntimeError(f"ranks disagree on the shard plan ({plan_size} vs {self.plan.shard_size})")
+            w = self.work
+            assert w is not None, "global rank 0 plans the work"
+            w.shard_dir.mkdir(parents=True, exist_ok=True)
+            done = sorted(scan_shards(w.shard_dir, w.plan, w.key_hash, self.todo_ids(w.todo), clean=True))
+            payload = (w.todo, w.plan.shard_size, w.key_hash, done)
+        todo, shard_size, key_hash, done = trainer.strategy.broadcast(payload, src=0)
+        self.work = Work(np.asarray(todo, np.int64), ShardPlan(len(todo), shard_size), key_hash,
+                         self.store_root / f".{self.encoder.name}-{key_hash}.work")
+        self.plan, self.shard_dir, self.key_hash = self.work.plan, self.work.shard_dir, key_hash
+        self.manifest_ids = self.todo_ids(self.work.todo)
         done_set = set(done)
         pending = [k for k in range(self.plan.n_shards) if k not in done_set]
         self.my_shards = pending[trainer.global_rank::trainer.world_size]
@@ -150,8 +176,13 @@ class ShardDataModule(pl.LightningDataModule):
         log.info("rank %d/%d: %d shard(s), %d utterance(s) to embed (%d shard(s) already done)",
                  trainer.global_rank, trainer.world_size, len(self.my_shards), len(self.positions), len(done))
 
+    def todo_ids(self, todo: np.ndarray) -> np.ndarray:
+        return np.array([self.utts[i].id for i in todo.tolist()], dtype=str).reshape(-1)
+
     def predict_dataloader(self) -> DataLoader:
-        ds = Subset(FrontendDataset(self.utts, self.encoder.frontend), self.positions)
+        assert self.work is not None
+        todo = [self.utts[i] for i in self.work.todo.tolist()]
+        ds = Subset(FrontendDataset(todo, self.encoder.frontend), self.positions)
         return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_keep_numpy,
                           worker_init_fn=worker_init if self.num_workers else None)
 
@@ -162,18 +193,17 @@ class ShardWriter(BasePredictionWriter):
     A position seen twice (a padding sampler) or one of an already written shard is ignored,
     so no utterance is counted twice. Shows rank 0's progress (utterances/s, ETA)."""
 
-    def __init__(self, shard_dir: Path, key_hash: str, dim: int, manifest_ids: Sequence[str],
-                 progress: bool = True, desc: str = "extract") -> None:
+    def __init__(self, dim: int, progress: bool = True, desc: str = "extract") -> None:
         super().__init__(write_interval="batch")
-        self.shard_dir, self.key_hash, self.dim, self.manifest_ids = shard_dir, key_hash, dim, manifest_ids
-        self.progress, self.desc = progress, desc
+        self.dim, self.progress, self.desc = dim, progress, desc
         self.buffers: dict[int, dict[int, dict[str, Any]]] = {}
         self.written: list[int] = []
         self.bar: Any = None
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = trainer.datamodule
+        dm = trainer.datamodule  # the work as rank 0 broadcast it
         self.plan: ShardPlan = dm.plan
+        self.shard_dir, self.key_hash, self.manifest_ids = dm.shard_dir, dm.key_hash, list(dm.manifest_ids)
         self.mine = set(dm.my_shards)
         self.buffers, self.written = {}, []
         if self.progress and trainer.is_global_zero:
@@ -219,14 +249,20 @@ def build_trainer(trainer_cfg: dict[str, Any] | None, callbacks: list[Any], enco
     ``None``: one process on the encoder's own device."""
     if trainer_cfg is None:
         trainer_cfg = {"accelerator": "gpu" if str(encoder.device).startswith("cuda") else "cpu", "devices": 1}
+    return pl.Trainer(**predict_trainer_kwargs(trainer_cfg), callbacks=callbacks)
+
+
+def predict_trainer_kwargs(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The Trainer arguments of :func:`build_trainer` but its callbacks (jobs check them before
+    any preparation: ``runs/common.py``)."""
     kwargs = dict(trainer_cfg)
     kwargs.pop("_target_", None)
     for train_only in ("max_steps", "max_epochs", "check_val_every_n_epoch", "log_every_n_steps",
-                       "sync_batchnorm", "gradient_clip_val", "accumulate_grad_batches", "val_check_interval"):
+                       "sync_batchnorm", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "val_check_interval"):
         kwargs.pop(train_only, None)
     kwargs.update(precision="32-true", logger=False, enable_checkpointing=False, enable_model_summary=False,
-                  enable_progress_bar=False, use_distributed_sampler=False, callbacks=callbacks)
-    return pl.Trainer(**kwargs)
+                  enable_progress_bar=False, use_distributed_sampler=False)
+    return kwargs
 
 
 def _launched_as_rank_zero() -> bool:
@@ -241,103 +277,151 @@ def extract_or_reuse(utts: Sequence[Utterance], encoder: SpeakerEncoder, windowi
                      trainer_cfg: dict[str, Any] | None = None,
                      summary_path: str | Path | None = None, progress: bool | None = None,
                      keep_shards: bool = False) -> tuple[EmbeddingStore | None, dict[str, Any]]:
-    """Open the store matching (utterances, encoder, windowing, on_error, dtype) under
-    ``store_root``, or extract it on every device of ``trainer_cfg`` and merge it.
+    """The store of (encoder, windowing, dtype) under ``store_root`` (one per corpus), holding a
+    row (or a recorded drop) for every one of ``utts``: reused as it is when it already does,
+    else the utterances it lacks (or whose audio changed) are extracted on every device of
+    ``trainer_cfg`` and added to it. A complete store is opened without writing anything.
 
     Returns (store, summary) on global rank 0 and (None, {"rank": r}) on the other ranks."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     utts = list(utts)
-    key = store_key(utts, encoder, windowing, on_error, dtype)
+    key = store_key(encoder, windowing, dtype)
     store_root = Path(store_root)
     path = store_path(store_root, encoder.name, key)
-    found = open_matching_store(path, key)
-    if found:
-        if summary_path and _launched_as_rank_zero():
-            write_json_atomic(summary_path, found[1])
-        return found
+    base = open_store(path, key)
+    request = plan_request(base, utts)
+    if on_error == "raise":
+        _raise_recorded_error(request)
+    if base is not None and not request.todo:
+        return _reused(base, utts, request, summary_path)
 
     if progress is None:
-        progress = bool((trainer_cfg or {}).get("enable_progress_bar", True))
+        progress = progress_enabled((trainer_cfg or {}).get("enable_progress_bar"))
     # One writer per store: a second run on the same cache waits here, then reuses what the first
     # wrote (it never deletes the first run's shards). Only the process that becomes global rank 0
-    # locks; the other ranks of a DDP run follow it through the collectives of ``predict``.
+    # locks and decides the work; the other ranks of a DDP run follow it through the collectives
+    # of ``predict``.
     lock = store_lock(path) if _launched_as_rank_zero() else nullcontext()
     with lock:
-        return _extract_locked(utts, encoder, windowing, store_root, path, key, on_error, num_workers, dtype,
-                               shard_size, trainer_cfg, summary_path, progress, keep_shards)
+        return _extract_locked(utts, encoder, windowing, store_root, path, key, (base, request), on_error,
+                               num_workers, dtype, shard_size, trainer_cfg, summary_path, progress, keep_shards)
+
+
+def _raise_recorded_error(request: StoreRequest) -> None:
+    """``on_error=raise``: a file the store recorded as unreadable (an ``on_error=skip`` run
+    skipped it) stops the job at once, named, before anything is embedded."""
+    if request.reused_errors:
+        uid, rec = request.reused_errors[0]
+        raise AudioError(rec.get("path") or uid, rec.get("message") or "unreadable")
+
+
+def _reused(store: EmbeddingStore, utts: list[Utterance], request: StoreRequest,
+            summary_path: str | Path | None) -> tuple[EmbeddingStore, dict[str, Any]]:
+    """Every utterance answered by the store: its summary (written by rank 0), nothing written."""
+    log.info("reusing embedding store %s (%d of its %d rows asked for)", store.path, len(utts), len(store.ids))
+    summary = request_summary(store, utts, request)
+    if summary_path and _launched_as_rank_zero():
+        write_json_atomic(summary_path, summary)
+    return store, summary
 
 
 def store_lock(path: Path) -> FileLock:
-    """The lock file beside a store (``.<store>.lock``); says so when another run holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The lock file beside a store (``.<store>.lock``); says so when another run holds it. A
+    cache that cannot be written (the store, missing, would have been reused otherwise) is a
+    :class:`DataError` saying that extracting needs write access."""
     lock = FileLock(str(path.with_name(f".{path.name}.lock")))
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
         lock.release()
     except Timeout:
         log.warning("another run is writing embedding store %s (lock %s): waiting for it", path, lock.lock_file)
+    except OSError as exc:
+        if exc.errno in NOT_WRITABLE:
+            raise cache_not_writable(path, "embedding store for these settings", exc) from exc
+        raise
     return lock
 
 
 def _extract_locked(utts: list[Utterance], encoder: SpeakerEncoder, windowing: Windowing, store_root: Path,
-                    path: Path, key: dict[str, Any], on_error: str, num_workers: int, dtype: str, shard_size: int,
-                    trainer_cfg: dict[str, Any] | None, summary_path: str | Path | None, progress: bool,
+                    path: Path, key: dict[str, Any], seen: tuple[EmbeddingStore | None, StoreRequest], on_error: str,
+                    num_workers: int, dtype: str, shard_size: int, trainer_cfg: dict[str, Any] | None,
+                    summary_path: str | Path | None, progress: bool,
                     keep_shards: bool) -> tuple[EmbeddingStore | None, dict[str, Any]]:
-    """:func:`extract_or_reuse` once this process holds the store's lock (or is not rank 0)."""
+    """:func:`extract_or_reuse` once this process holds the store's lock (or is not rank 0:
+    ``seen`` is the store and request it saw without the lock; rank 0's work is broadcast)."""
     t0 = time.perf_counter()
-    wkey = work_key(key)
-    key_hash = stable_hash(wkey)
-    work_dir = store_root / f".{encoder.name}-{key_hash}.work"
-    shard_dir = work_dir / "shards"
-    manifest_ids = np.array([u.id for u in utts], dtype=str).reshape(-1)
-    writer = ShardWriter(shard_dir, key_hash, encoder.embedding_dim, manifest_ids.tolist(), progress=progress,
-                         desc=f"extract[{encoder.name}]")
+    writer = ShardWriter(encoder.embedding_dim, progress=progress, desc=f"extract[{encoder.name}]")
     trainer = build_trainer(trainer_cfg, [writer], encoder)
     world = trainer.world_size
-    finished_meanwhile = open_matching_store(path, key) if _launched_as_rank_zero() else None
-    if finished_meanwhile and world == 1:
-        if summary_path:
-            write_json_atomic(summary_path, finished_meanwhile[1])
-        return finished_meanwhile
-    work_dir.mkdir(parents=True, exist_ok=True)
-    plan = load_or_create_plan(work_dir, len(utts), choose_shard_size(len(utts), shard_size, world), wkey)
-    done = scan_shards(shard_dir, plan, key_hash, manifest_ids)
-    reused = len(done)
-    if on_error == "raise" and (err := first_error(done)) is not None:
-        raise err  # a finished shard (of an on_error=skip attempt) dropped this file
-    if reused:
-        log.info("resuming: %d of %d shard(s) already done in %s", reused, plan.n_shards, shard_dir)
-    if finished_meanwhile or reused < plan.n_shards:
-        module = ExtractionModule(encoder, windowing, on_error)
-        dm = ShardDataModule(utts, encoder, plan, shard_dir, key_hash, manifest_ids, num_workers,
-                             nothing_pending=finished_meanwhile is not None)
-        trainer.predict(module, datamodule=dm, return_predictions=False)
+    base, request = seen
+    if _launched_as_rank_zero():  # the store as it is now that this run holds its lock
+        base = open_store(path, key)
+        request = plan_request(base, utts)
+        if on_error == "raise":
+            _raise_recorded_error(request)
+        if base is not None and not request.todo and world == 1:
+            return _reused(base, utts, request, summary_path)  # another run added them meanwhile
+    work = _plan_work(utts, request, key, store_root, encoder.name, shard_size, world, on_error)
+    if world > 1 or work.reused < work.plan.n_shards:
+        dm = ShardDataModule(utts, encoder, work, store_root, num_workers)
+        trainer.predict(ExtractionModule(encoder, windowing, on_error), datamodule=dm, return_predictions=False)
         if not trainer.is_global_zero:
             return None, {"rank": trainer.global_rank}
-        if finished_meanwhile:  # another run wrote the store while this DDP run waited for the lock
-            shutil.rmtree(work_dir, ignore_errors=True)
-            if summary_path:
-                write_json_atomic(summary_path, finished_meanwhile[1])
-            return finished_meanwhile
     elif not _launched_as_rank_zero():
         return None, {"rank": None}
+    if base is not None and not len(work.todo):  # another run added them while this one waited for the lock
+        shutil.rmtree(work.work_dir, ignore_errors=True)
+        return _reused(base, utts, request, summary_path)
+    store, work_summary = _merge(utts, encoder, path, key, dtype, work, base, request, on_error, world, t0)
+    if not keep_shards:
+        shutil.rmtree(work.work_dir, ignore_errors=True)
+    summary = {**work_summary, **request_summary(store, utts, request)}
+    if summary_path:
+        write_json_atomic(summary_path, summary)
+    return store, summary
 
-    infos = scan_shards(shard_dir, plan, key_hash, manifest_ids)
+
+def _ids(utts: list[Utterance], positions: np.ndarray) -> np.ndarray:
+    return np.array([utts[i].id for i in positions.tolist()], dtype=str).reshape(-1)
+
+
+def _plan_work(utts: list[Utterance], request: StoreRequest, key: dict[str, Any], store_root: Path, name: str,
+               shard_size: int, world: int, on_error: str) -> Work:
+    """The shards of what the store lacks: their plan (kept from a first, interrupted attempt at
+    the same work, so its finished shards stay valid) and the shards already finished."""
+    todo = np.asarray(request.todo, np.int64)
+    listing = [[utts[i].id, request.fingerprints[i]] for i in request.todo]
+    wkey = {**work_key(key), "todo": stable_hash(listing, 32), "n_todo": len(listing)}
+    key_hash = stable_hash(wkey)
+    work_dir = store_root / f".{name}-{key_hash}.work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    plan = load_or_create_plan(work_dir, len(todo), choose_shard_size(len(todo), shard_size, world), wkey)
+    done = scan_shards(work_dir / "shards", plan, key_hash, _ids(utts, todo))
+    if on_error == "raise" and (err := first_error(done)) is not None:
+        raise err  # a finished shard (of an on_error=skip attempt) dropped this file
+    if done:
+        log.info("resuming: %d of %d shard(s) already done in %s", len(done), plan.n_shards, work_dir / "shards")
+    return Work(todo, plan, key_hash, work_dir, reused=len(done))
+
+
+def _merge(utts: list[Utterance], encoder: SpeakerEncoder, path: Path, key: dict[str, Any], dtype: str, work: Work,
+           base: EmbeddingStore | None, request: StoreRequest, on_error: str, world: int, t0: float
+           ) -> tuple[EmbeddingStore, dict[str, Any]]:
+    """Rank 0, every shard on disk: the store rewritten with the new rows (and drops) added."""
+    ids = _ids(utts, work.todo)
+    infos = scan_shards(work.shard_dir, work.plan, work.key_hash, ids)
     if on_error == "raise" and (err := first_error(infos)) is not None:
         raise err
-    extra = {"ranks": world, "shards": plan.n_shards, "shard_size": plan.shard_size, "shards_reused": reused}
-    store, summary_d = merge_shards(infos, plan, manifest_ids, path, encoder.embedding_dim, key, dtype=dtype,
-                                    extra=extra, t0=t0)
-    if summary_d["dropped_short"]:
+    extra = {"ranks": world, "shards": work.plan.n_shards, "shard_size": work.plan.shard_size,
+             "shards_reused": work.reused}
+    store, summary = merge_shards(infos, work.plan, ids, path, encoder.embedding_dim, key, dtype=dtype, extra=extra,
+                                  t0=t0, base=base, fingerprints=[request.fingerprints[i] for i in work.todo.tolist()])
+    if summary["dropped_short"]:
         log.warning("dropped %d utterance(s) shorter than one window or without signal (silent, no voiced "
-                    "frame), e.g. %s", len(summary_d["dropped_short"]),
-                    summary_d["dropped_short"][:3])
-    if summary_d["skipped_errors"]:
-        log.warning("skipped %d unreadable file(s): %s", len(summary_d["skipped_errors"]),
-                    summary_d["skipped_errors"][:3])
-    if not keep_shards:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    if summary_path:
-        write_json_atomic(summary_path, {**summary_d, "store": str(path)})
-    return store, summary_d
+                    "frame), e.g. %s", len(summary["dropped_short"]), summary["dropped_short"][:3])
+    if summary["skipped_errors"]:
+        log.warning("skipped %d unreadable file(s): %s", len(summary["skipped_errors"]), summary["skipped_errors"][:3])
+    keep = ("windows", "audio_seconds", "wall_seconds", "real_time_factor", "audio_s_per_s", *extra)
+    return store, {k: summary[k] for k in keep}

@@ -20,7 +20,7 @@ import numpy as np
 
 from deeptalk_ser.embedding.store import EmbeddingStore
 from deeptalk_ser.utils.errors import AudioError
-from deeptalk_ser.utils.io import write_json_atomic
+from deeptalk_ser.utils.io import write_json_atomic, writing
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,14 @@ def write_shard_arrays(shard_dir: Path, rank: int, k: int, plan: ShardPlan, key_
     }
     final = shard_dir / shard_name(rank, k)
     tmp = shard_dir / f".{final.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with writing(final), open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:  # a full disk (or any failure) leaves no half-written shard behind
+        tmp.unlink(missing_ok=True)
     return final
 
 
@@ -264,10 +267,15 @@ def first_error(infos: dict[int, ShardInfo]) -> AudioError | None:
 
 def merge_shards(infos: dict[int, ShardInfo], plan: ShardPlan, manifest_ids: np.ndarray, store_path: Path,
                  dim: int, key: Any, dtype: str = "float32", extra: dict[str, Any] | None = None,
-                 t0: float | None = None) -> tuple[EmbeddingStore, dict[str, Any]]:
-    """Check coverage and write the store (rows in manifest order, one shard in memory).
+                 t0: float | None = None, base: EmbeddingStore | None = None,
+                 fingerprints: Sequence[str] | None = None) -> tuple[EmbeddingStore, dict[str, Any]]:
+    """Check coverage and write the store: the rows of ``base`` (the store being extended, same
+    key) but those of ``manifest_ids`` (the utterances of this work, embedded again), then the
+    shards' rows in manifest order; one shard (or block of ``base`` rows) in memory at a time.
+    ``fingerprints`` (aligned with ``manifest_ids``) are recorded per row and per drop; the
+    drops of ``base`` are kept for the ids this work did not redo.
 
-    Returns the store and the extraction summary (``extra`` added; wall time since ``t0``),
+    Returns the store and the summary of this work (``extra`` added; wall time since ``t0``),
     which is also the store's ``meta["summary"]``."""
     n = plan.n
     count = np.zeros(n, np.int32)
@@ -294,10 +302,20 @@ def merge_shards(infos: dict[int, ShardInfo], plan: ShardPlan, manifest_ids: np.
     summary.windows = int(sum(i.windows for i in order))
     summary.audio_seconds = float(sum(i.audio_seconds for i in order))
     positions = np.concatenate([i.positions for i in order]) if order else np.zeros(0, np.int64)
-    ids = manifest_ids[positions].tolist()
-    summary.embedded = len(ids)
+    summary.embedded = len(positions)
+    fps = None if fingerprints is None else [str(f) for f in fingerprints]
+    kept, ids, row_fps, dropped = _kept_from_base(base, manifest_ids, dim)
+    ids += manifest_ids[positions].tolist()
+    if fps is not None:
+        row_fps += [fps[p] for p in positions.tolist()]
+    for p, r, path, msg, uid in drops:
+        dropped[uid] = {"reason": r, "fingerprint": fps[p] if fps is not None else None,
+                        **({"path": path, "message": msg} if r == "error" else {})}
 
     def rows():
+        step = 1 << 16
+        for s in range(0, len(kept), step):
+            yield base.embeddings[kept[s:s + step]]  # type: ignore[union-attr]
         for info in order:
             if len(info.positions):
                 with np.load(info.path, allow_pickle=False) as z:
@@ -310,5 +328,21 @@ def merge_shards(infos: dict[int, ShardInfo], plan: ShardPlan, manifest_ids: np.
     if t0 is not None:
         summary.wall_seconds = time.perf_counter() - t0
     summary_d = {**summary.to_dict(), **(extra or {})}
-    store = EmbeddingStore.write_chunks(store_path, ids, rows(), dim, {"key": key, "summary": summary_d}, dtype=dtype)
+    store = EmbeddingStore.write_chunks(store_path, ids, rows(), dim,
+                                        {"key": key, "summary": summary_d, "dropped": dropped}, dtype=dtype,
+                                        fingerprints=row_fps if fps is not None else None)
     return store, summary_d
+
+
+def _kept_from_base(base: EmbeddingStore | None, redone: np.ndarray, dim: int
+                    ) -> tuple[np.ndarray, list[str], list[str], dict[str, dict[str, Any]]]:
+    """(rows, ids, fingerprints, drops) of ``base`` that stay: every one whose id is not ``redone``."""
+    if base is None:
+        return np.zeros(0, np.int64), [], [], {}
+    if base.embeddings.shape[1] != dim:
+        raise ExtractionIncomplete(f"{base.path}: rows of width {base.embeddings.shape[1]}, this encoder's are {dim}")
+    again = set(redone.tolist())
+    kept = np.array([r for r, i in enumerate(base.ids) if i not in again], np.int64)
+    have = base.fingerprints()
+    dropped = {i: rec for i, rec in (base.meta.get("dropped") or {}).items() if i not in again}
+    return kept, [base.ids[r] for r in kept], [have[r] or "-" for r in kept], dropped

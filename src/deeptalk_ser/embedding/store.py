@@ -1,13 +1,21 @@
 """The embedding store: one float array (rows aligned with an id index) plus its provenance.
 
 Layout of a store directory: ``embeddings.npy`` (n x dim, float32 or float16, memory-mapped
-on open), ``ids.txt`` (one utterance id per row), ``meta.json`` (the cache key: manifest hash,
-encoder config, windowing; plus dropped utterances with reasons). The directory is written
-under a temporary name and renamed, so a store either exists complete or not at all.
+on open), ``ids.txt`` (one utterance id per row), ``fingerprints.txt`` (extraction stores: one
+fingerprint of the audio behind each row, aligned with ``ids.txt``), ``meta.json`` (the cache
+key: encoder config, windowing, dtype; the utterances dropped with their reasons and
+fingerprints; the summary of the job that last wrote it). The directory is written under a
+temporary name and renamed, so a store either exists complete or not at all.
+
+An extraction store is one per corpus (``<cache>/embeddings/<data.name>``), encoder, windowing
+and dtype; every job selects its rows by id, and a job that asks for ids the store lacks (or
+whose audio changed: another fingerprint) embeds only those and rewrites the store with them
+(:func:`plan_request`, ``shards.merge_shards``). Design: docs/design/extraction.md section 9.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -20,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from deeptalk_ser.data.manifest import Utterance
-from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.utils.errors import NOT_WRITABLE, DataError, cache_not_writable
 from deeptalk_ser.utils.io import make_temp_dir, stable_hash
 
 log = logging.getLogger(__name__)
@@ -47,12 +55,14 @@ class EmbeddingStore:
 
     @classmethod
     def write_chunks(cls, path: str | Path, ids: Sequence[str], chunks: Iterable[np.ndarray], dim: int,
-                     meta: dict[str, Any], dtype: str = "float32") -> "EmbeddingStore":
+                     meta: dict[str, Any], dtype: str = "float32",
+                     fingerprints: Sequence[str] | None = None) -> "EmbeddingStore":
         """Write a store whose rows arrive in consecutive chunks (e.g. merged from shards).
 
         ``embeddings.npy`` (the same bytes ``np.save`` writes) is written sequentially, chunk by
         chunk, each converted to ``dtype``: peak memory is one chunk, not the whole array. The
-        chunks' rows must add up to ``len(ids)``.
+        chunks' rows must add up to ``len(ids)``. ``fingerprints`` (one per id) name the audio
+        each row was made from (:func:`row_fingerprint`).
         """
         path = Path(path)
         ids = list(ids)
@@ -60,8 +70,15 @@ class EmbeddingStore:
             raise ValueError("duplicate ids in embedding store")
         if any("\n" in i or "\r" in i for i in ids):
             raise ValueError("embedding store ids must not contain line breaks")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = make_temp_dir(path.parent, prefix=f".{path.name}.")
+        if fingerprints is not None and len(fingerprints) != len(ids):
+            raise ValueError(f"{len(fingerprints)} fingerprints for {len(ids)} ids")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = make_temp_dir(path.parent, prefix=f".{path.name}.")
+        except OSError as exc:
+            if exc.errno in NOT_WRITABLE:
+                raise cache_not_writable(path, "embedding store for these settings", exc) from exc
+            raise
         try:
             header = np.lib.format.header_data_from_array_1_0(np.empty((0, dim), dtype=np.dtype(dtype)))
             header["shape"] = (len(ids), dim)
@@ -81,6 +98,8 @@ class EmbeddingStore:
             if row != len(ids):
                 raise ValueError(f"{len(ids)} ids for {row} embedding rows")
             (tmp / "ids.txt").write_text(("\n".join(ids) + "\n") if ids else "", encoding="utf-8")
+            if fingerprints is not None:
+                (tmp / "fingerprints.txt").write_text("".join(f"{f}\n" for f in fingerprints), encoding="utf-8")
             (tmp / "meta.json").write_text(json.dumps({**meta, "n": len(ids), "dtype": dtype}, indent=2, default=str))
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
@@ -90,6 +109,9 @@ class EmbeddingStore:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
+        except OSError as exc:  # e.g. a full disk: name the store (the finally removes the half-written one)
+            exc.filename = exc.filename or str(path)
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return cls.open(path)
@@ -105,6 +127,18 @@ class EmbeddingStore:
         if len(ids) != emb.shape[0]:
             raise DataError(path, f"store has {emb.shape[0]} rows but {len(ids)} ids")
         return cls(path, ids, emb, json.loads((path / "meta.json").read_text()))
+
+    def fingerprints(self) -> list[str | None]:
+        """The fingerprint of each row's audio (``None`` for every row of a store written without
+        them: such rows never match a request, which embeds them again)."""
+        path = self.path / "fingerprints.txt"
+        found = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        if len(found) != len(self.ids):
+            if found:
+                log.warning("%s: %d fingerprints for %d rows; its rows are embedded again when asked for",
+                            path, len(found), len(self.ids))
+            return [None] * len(self.ids)
+        return list(found)
 
     def index(self) -> dict[str, int]:
         """id -> row, built once per store (C-level ``dict(zip(...))``, about 0.1 s per million ids)."""
@@ -139,25 +173,99 @@ class EmbeddingStore:
 
 # ----------------------------------------------------------------------------- reuse
 
-
-def store_key(utts: Sequence[Utterance], encoder: Any, windowing: Any, on_error: str,
-              dtype: str = "float32") -> dict[str, Any]:
-    """Everything that determines a store's content; a store is reused only if this matches.
-    The manifest part hashes the utterances to embed (ids, paths, header facts and each file's
-    content checksum from prepare, so a file replaced by another is noticed even when its size
-    and mtime were kept; utterances without a checksum fall back to the file's stat), so a subset
-    of a manifest gets its own store."""
-    listing = [[u.id, u.path, u.duration, u.sample_rate, u.fingerprint()] for u in utts]
-    return {"manifest_hash": stable_hash(listing, 32), "n_utterances": len(utts), "encoder": encoder.config(),
-            "windowing": windowing.describe(), "on_error": on_error, "dtype": dtype}
+#: the layout of extraction stores this version writes (part of their key): one store per corpus,
+#: rows checked by fingerprint. Stores of the earlier layout (one per utterance subset) are not found.
+STORE_LAYOUT = "per-corpus-rows-by-fingerprint"
 
 
-def open_matching_store(path: Path, key: dict[str, Any]) -> tuple[EmbeddingStore, dict[str, Any]] | None:
-    """The store at ``path`` and its summary if it was made with exactly ``key``, else None."""
+def store_key(encoder: Any, windowing: Any, dtype: str = "float32") -> dict[str, Any]:
+    """What every row of an extraction store depends on besides its audio: the encoder (with its
+    front end), the windowing and the stored dtype. The corpus is the store's folder
+    (``<cache>/embeddings/<data.name>``); which utterances it holds, and from which audio, is
+    per row (ids and :func:`row_fingerprint`), so every subset of a corpus shares one store."""
+    return {"layout": STORE_LAYOUT, "encoder": encoder.config(), "windowing": windowing.describe(), "dtype": dtype}
+
+
+def row_fingerprint(u: Utterance) -> str:
+    """The audio behind one row: path, header facts and prepare's content checksum (the file's
+    stat for an utterance that did not come through prepare), hashed to 16 hex digits. A file
+    replaced by another gets another fingerprint even when its size and mtime were kept."""
+    listing = repr((u.path, u.duration, u.sample_rate, u.fingerprint()))
+    return hashlib.blake2b(listing.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+@dataclass
+class StoreRequest:
+    """What a job's utterances need from a store: ``todo`` (positions to embed now: not in the
+    store, or from other audio), the fingerprint of every utterance, how many the store already
+    answers (a row or a recorded drop) and, of those, the files it recorded as unreadable."""
+
+    todo: list[int]
+    fingerprints: list[str]
+    n_reused: int
+    reused_errors: list[tuple[str, dict[str, Any]]]
+
+
+def plan_request(store: EmbeddingStore | None, utts: Sequence[Utterance]) -> StoreRequest:
+    """Which of ``utts`` the store answers and which must be embedded (one dict lookup per id)."""
+    fps = [row_fingerprint(u) for u in utts]
+    if store is None:
+        return StoreRequest(list(range(len(utts))), fps, 0, [])
+    index, have = store.index(), store.fingerprints()
+    dropped: dict[str, dict[str, Any]] = store.meta.get("dropped") or {}
+    todo, errors = [], []
+    for i, (u, fp) in enumerate(zip(utts, fps)):
+        row = index.get(u.id)
+        if row is not None and have[row] == fp:
+            continue
+        rec = dropped.get(u.id)
+        if rec is not None and rec.get("fingerprint") == fp and row is None:
+            if rec.get("reason") == "error":
+                errors.append((u.id, rec))
+            continue
+        todo.append(i)
+    return StoreRequest(todo, fps, len(utts) - len(todo), errors)
+
+
+def request_summary(store: EmbeddingStore, utts: Sequence[Utterance], request: StoreRequest) -> dict[str, Any]:
+    """The part of a job's ``extract_summary.json`` that its utterances decide: how many have a
+    row, which were dropped short or skipped unreadable (now or by an earlier job), how many the
+    store answered (``n_reused``) and how many this job embedded (``n_embedded``)."""
+    index, dropped = store.index(), store.meta.get("dropped") or {}
+    short, errors = [], []
+    for u in utts:
+        if u.id in index:
+            continue
+        rec = dropped.get(u.id)
+        if rec is None:  # cannot happen after extract_or_reuse: every asked id has a row or a drop
+            raise RuntimeError(f"{u.id} is neither embedded nor dropped in {store.path}")
+        if rec.get("reason") == "error":
+            errors.append({"id": u.id, "path": rec.get("path", ""), "reason": rec.get("message", "")})
+        else:
+            short.append(u.id)
+    out = {"utterances_in": len(utts), "embedded": len(utts) - len(short) - len(errors),
+           "dropped_short": short, "skipped_errors": errors, "n_dropped_short": len(short),
+           "n_skipped_errors": len(errors), "n_reused": request.n_reused, "n_embedded": len(request.todo),
+           "store": str(store.path), "store_rows": len(store.ids)}
+    if request.n_reused:
+        out["reused_store"] = str(store.path)
+    return out
+
+
+def open_store(path: Path, key: dict[str, Any]) -> EmbeddingStore | None:
+    """The store at ``path`` if it was made with ``key`` (compared as stored: JSON), else None."""
     if not (path / "meta.json").is_file():
         return None
     store = EmbeddingStore.open(path)
-    if store.meta.get("key") != json.loads(json.dumps(key, default=str)):  # as stored (JSON: str keys)
+    if store.meta.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    return store
+
+
+def open_matching_store(path: Path, key: dict[str, Any]) -> tuple[EmbeddingStore, dict[str, Any]] | None:
+    """A store written whole for ``key`` (precomputed arrays) and its summary, else None."""
+    store = open_store(path, key)
+    if store is None:
         return None
     log.info("reusing embedding store %s", path)
     return store, {**store.meta["summary"], "reused_store": str(path)}

@@ -27,6 +27,7 @@ import logging
 import numpy as np
 
 from deeptalk_ser.data.manifest import Utterance
+from deeptalk_ser.evaluation.intervals import eer_bootstrap
 from deeptalk_ser.evaluation.verification import compute_eer, compute_min_dcf
 from deeptalk_ser.utils.errors import ConfigError
 
@@ -40,11 +41,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label: str = "neutral",
                          emotions: Sequence[str] | None = None, p_targets: Sequence[float] = (0.01, 0.05),
-                         min_trials: int = 1) -> dict[str, Any]:
+                         min_trials: int = 1, intervals: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-emotion verification against neutral speaker models (see module docstring).
 
     ``utts[i]`` labels row ``i`` of ``emb``; ``emotions`` restricts and orders the test emotions
-    (default: every label present, the enrolment label first)."""
+    (default: every label present, the enrolment label first). With ``intervals``
+    (``n_resamples``, ``seed``, ``level``) each emotion also gets ``ci95: {"eer": [lo, hi]}``, a
+    speaker-level bootstrap interval: the test speakers of that emotion are resampled, each
+    taking all trials of their test utterances, target and non-target
+    (:mod:`deeptalk_ser.evaluation.intervals`)."""
     if len(utts) != len(emb):
         raise ValueError(f"{len(utts)} utterances for {len(emb)} embeddings")
     unit = _unit(np.asarray(emb, dtype=np.float64))
@@ -95,12 +100,18 @@ def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label
         s = np.concatenate([target, nontarget])
         y = np.concatenate([np.ones(len(target)), np.zeros(len(nontarget))])
         eer, thr = compute_eer(s, y)
+        extra: dict[str, Any] = {}
+        if intervals is not None:  # a trial follows its test utterance's speaker
+            trial_speakers = np.concatenate([own[keep_target], np.repeat(own, len(enrolled) - 1)])
+            extra["ci95"] = eer_bootstrap(s, y, trial_speakers, int(intervals["n_resamples"]), int(intervals["seed"]),
+                                          float(intervals["level"]))
         per_emotion[emotion] = {
             "n_utterances": int(len(rows)), "n_speakers": int(len(set(own))),
             "n_target": int(len(target)), "n_nontarget": int(len(nontarget)),
             "eer": eer, "eer_threshold": thr,
             "min_dcf": {f"p{p:g}": compute_min_dcf(s, y, p_target=p) for p in p_targets},
             "target_score_mean": float(target.mean()), "nontarget_score_mean": float(nontarget.mean()),
+            **extra,
         }
     if not per_emotion:
         raise ConfigError("task.emotions", "no test emotion has both target and non-target trials")

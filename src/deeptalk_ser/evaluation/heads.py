@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from deeptalk_ser.embedding.encoders.options import PLAIN, encoder_option_of, validated_encoder_config
+from deeptalk_ser.embedding.encoders.options import PLAIN, saved_encoder_record, validated_encoder_config
 from deeptalk_ser.evaluation.classifiers.hierarchical import SadFirstClassifier
 from deeptalk_ser.evaluation.classifiers.svm import SVMClassifier
 from deeptalk_ser.utils.errors import ConfigError, DataError
@@ -35,9 +35,11 @@ from deeptalk_ser.utils.io import atomic_path, write_json_atomic
 #: stage parameters; format 1 (flat SVM parameters, the project's ``_target_``) is still read for SVM heads
 HEAD_FORMAT = 2
 READABLE_FORMATS = (1, 2)
-#: the fitted scikit-learn objects a head is made of (module, class): SVC, optionally behind a scaler
+#: the fitted objects a head is made of (module, class): SVC, optionally behind a scaler and, for
+#: ``encoder=fusion``, the per-block scaler (our own class: plain parameters, numpy arrays)
 HEAD_ESTIMATORS = frozenset({("sklearn.svm._classes", "SVC"), ("sklearn.pipeline", "Pipeline"),
-                             ("sklearn.preprocessing._data", "StandardScaler")})
+                             ("sklearn.preprocessing._data", "StandardScaler"),
+                             ("deeptalk_ser.evaluation.classifiers.fusion", "BlockScaler")})
 #: every (skops loader, module, class) a head's object tree may contain; anything else is refused
 ALLOWED_NODES = frozenset(
     {("ObjectNode", m, c) for m, c in HEAD_ESTIMATORS}
@@ -142,11 +144,9 @@ def save_head(clf: SVMClassifier | SadFirstClassifier, out: str | Path, meta: di
         _dump_model(stage.model_, out / f"{name}.skops")
     meta = dict(meta)
     if "encoder" in meta:  # the option's name and its plain values; the class always comes from conf/encoder
-        encoder = dict(meta["encoder"])
-        meta["encoder_option"] = encoder_option_of(encoder)
+        meta["encoder_option"], meta["encoder"] = saved_encoder_record(dict(meta["encoder"]))
         if meta["encoder_option"] is None:
-            raise ConfigError("save_model", "only a head on one of the project's encoders (conf/encoder) can be saved")
-        meta["encoder"] = {k: v for k, v in encoder.items() if k != "_target_"}
+            raise ConfigError("save_model", "only a head on the project's encoders (conf/encoder) can be saved")
     write_json_atomic(out / "head.json", {"format": HEAD_FORMAT, "kind": kind, "params": _head_params(clf),
                                           "parts": parts, "versions": _versions(), **meta})
     return out

@@ -15,7 +15,7 @@ Conventions (WeSpeaker / NIST SRE):
 from __future__ import annotations
 
 import itertools
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -136,17 +136,29 @@ def score_verification(
     index: Mapping[str, int],
     trials: Sequence[tuple[int, str, str]],
     p_targets: Sequence[float] = (0.01, 0.05),
+    speaker_of: Mapping[str, str] | None = None,
+    intervals: Mapping[str, Any] | None = None,
 ) -> dict:
     """Cosine-score ``trials`` and summarise as JSON-ready floats.
 
     Returns ``{"eer", "eer_threshold", "min_dcf": {"p0.01": ..., ...}, "n_trials",
     "n_target", "n_nontarget"}``; EER is a fraction (0.05 = 5 %), minDCF uses c_miss = c_fa = 1.
+    With ``speaker_of`` (utterance id -> speaker) and ``intervals`` (``n_resamples``, ``seed``,
+    ``level``) also ``ci95: {"eer": [lo, hi]}``, a speaker-level bootstrap interval in which
+    each trial follows its test utterance's speaker (:mod:`deeptalk_ser.evaluation.intervals`).
     """
     labels = np.fromiter((int(t[0]) for t in trials), dtype=np.int64, count=len(trials))
     scores = cosine_scores(emb, index, trials)
     eer, thr = compute_eer(scores, labels)
     n_target = int(labels.sum())
+    extra: dict[str, Any] = {}
+    if speaker_of is not None and intervals is not None:
+        from deeptalk_ser.evaluation.intervals import eer_bootstrap
+
+        extra["ci95"] = eer_bootstrap(scores, labels, [speaker_of[t[2]] for t in trials], int(intervals["n_resamples"]),
+                                      int(intervals["seed"]), float(intervals["level"]))
     return {
+        **extra,
         "eer": eer,
         "eer_threshold": thr,
         "min_dcf": {f"p{p:g}": compute_min_dcf(scores, labels, p) for p in p_targets},

@@ -29,6 +29,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("task.dimensions", f"no {cfg.data.name} utterance carries all of {dims} "
                                              "(dimensional ratings exist in IEMOCAP and MSP-Podcast)")
     candidates = [data.utts[i] for i in rows]
+    n_unrated = len(data.utts) - len(rows)  # said in results and the final line, never dropped silently
+    warnings = [f"left out {n_unrated} utterance(s) without all of {', '.join(dims)}"] if n_unrated else []
     models = {name: instantiate(spec) for name, spec in cfg.task.models.items()}
     protocol = instantiate(cfg.protocol, _convert_="all")
     dummy = np.array(["-"] * len(candidates), dtype=object)
@@ -52,6 +54,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                "n_utterances": len(utts), "n_speakers": len({u.speaker for u in utts}), "n_folds": len(folds),
                "pooled": res["pooled"], "folds": res["folds"], "split_hash": split_hash, "split_file": "splits.json",
                "models_config": OmegaConf.to_container(cfg.task.models, resolve=True),
+               "n_unrated_left_out": n_unrated, "warnings": warnings,
                "extraction": extraction, "wall_seconds": time.perf_counter() - t0}
     metrics = {f"test/{k}/ccc": v["ccc"] for k, v in res["pooled"].items()}
     finish_run(cfg, out, results, metrics, {"test/dimensional": Path(png)}, table=False)

@@ -9,7 +9,8 @@ from omegaconf import DictConfig
 
 from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.evaluation.emotion_shift import emotion_shift, plot_emotion_shift
-from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
+from deeptalk_ser.evaluation.labels import count_labels
+from deeptalk_ser.runs.common import embed_selected, finish_run, scored_features, start_run
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -17,12 +18,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out, data = start_run(cfg)
     emotions = list(cfg.task.emotions)
     candidates = [u for u in data.utts if u.label in emotions]
+    left_out = count_labels((u.label for u in data.utts), skip=set(emotions))
     store, extraction, encoder_name, utts = embed_selected(cfg, data, candidates, out / "extract_summary.json")
-    res = emotion_shift(utts, store.select([u.id for u in utts]), emotions, cfg.task.text_key, cfg.task.baseline)
+    res = emotion_shift(utts, scored_features(store, [u.id for u in utts]), emotions, cfg.task.text_key, cfg.task.baseline)
     results = {"task": "emotion_shift", "data": cfg.data.name, "encoder": encoder_name,
                "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
                "n_utterances": len(utts), "n_speakers": len({u.speaker for u in utts}), **res,
-               "extraction": extraction}
+               "labels_left_out": left_out, "extraction": extraction}
     png = plot_emotion_shift(res, str(out / "emotion_shift.png"), f"{cfg.data.name} {encoder_name}: same speaker, same text, two emotions")
     metrics = {"test/genuine": res["genuine"]["mean"], "test/impostor": res["impostor"]["mean"],
                "test/inter_emotion": res["inter_emotion"]["mean"], "test/shift_toward_impostor": res["shift_toward_impostor"]}

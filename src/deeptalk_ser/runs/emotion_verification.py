@@ -11,7 +11,9 @@ from omegaconf import DictConfig
 
 from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.evaluation.emotion_verification import emotion_verification, plot_emotion_verification
-from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
+from deeptalk_ser.evaluation.intervals import ci_metrics, ci_text, interval_settings
+from deeptalk_ser.evaluation.labels import count_labels
+from deeptalk_ser.runs.common import embed_selected, finish_run, scored_features, start_run
 from deeptalk_ser.utils.errors import ConfigError
 from deeptalk_ser.utils.reporting import markdown_table
 
@@ -21,18 +23,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out, data = start_run(cfg)
     emotions = list(cfg.task.emotions) if cfg.task.get("emotions") else None
-    wanted = set(emotions or []) | {cfg.task.enrol_label}
-    candidates = [u for u in data.utts if u.label is not None and (emotions is None or u.label in wanted)]
+    # the listed emotions and the enrolment label, or every label present; the rest is counted
+    used = (set(emotions) | {cfg.task.enrol_label}) if emotions is not None else {u.label for u in data.utts} - {None}
+    candidates = [u for u in data.utts if u.label in used]
+    left_out = count_labels((u.label for u in data.utts), skip=used)
     if not any(u.label == cfg.task.enrol_label for u in candidates):
         raise ConfigError("task.enrol_label", f"no {cfg.data.name} utterance is labelled {cfg.task.enrol_label!r}")
     store, extraction, encoder_name, utts = embed_selected(cfg, data, candidates, out / "extract_summary.json")
-    res = emotion_verification(utts, store.select([u.id for u in utts]), cfg.task.enrol_label, emotions,
-                               p_targets=tuple(cfg.task.p_targets))
+    ci_cfg = interval_settings(cfg)
+    res = emotion_verification(utts, scored_features(store, [u.id for u in utts]), cfg.task.enrol_label, emotions,
+                               p_targets=tuple(cfg.task.p_targets), intervals=ci_cfg)
     results = {"task": "emotion_verification", "data": cfg.data.name, "encoder": encoder_name,
                "classifier": "cosine", "protocol": f"enrol={cfg.task.enrol_label}",
                "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
                "n_utterances": len(utts), "n_speakers": len({u.speaker for u in utts}), **res,
-               "eer": res["mean_emotional_eer"], "extraction": extraction, "wall_seconds": time.perf_counter() - t0}
+               "eer": res["mean_emotional_eer"], "ci": ci_cfg, "labels_left_out": left_out, "extraction": extraction,
+               "wall_seconds": time.perf_counter() - t0}
     png = plot_emotion_verification(res, str(out / "emotion_verification.png"),
                                     f"{cfg.data.name} {encoder_name}: enrol {cfg.task.enrol_label}, test per emotion")
     p0 = f"p{cfg.task.p_targets[0]:g}"
@@ -40,10 +46,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for e, rec in res["emotions"].items():
         metrics[f"test/eer_{e}"] = rec["eer"]
         metrics[f"test/min_dcf_{p0}_{e}"] = rec["min_dcf"][p0]
+        metrics.update(ci_metrics(rec.get("ci95", {}), suffix=f"_{e}"))  # test/eer_<emotion>_ci_low, ..._high
     if res["mean_emotional_eer"] is not None:
         metrics["test/mean_emotional_eer"] = res["mean_emotional_eer"]
     finish_run(cfg, out, results, metrics, {"test/emotion_verification": Path(png)}, table=False)
     rows = [{"test emotion": e, "target": r["n_target"], "non-target": r["n_nontarget"], "EER": f"{r['eer']:.4f}",
+             f"EER {ci_cfg['level'] * 100:g}% CI": ci_text((r.get("ci95") or {}).get("eer")),
              f"minDCF({p0})": f"{r['min_dcf'][p0]:.4f}", "EER - reference": "-" if r["eer_minus_reference"] is None else f"{r['eer_minus_reference']:+.4f}"}
             for e, r in res["emotions"].items()]
     print(markdown_table(rows, list(rows[0])))

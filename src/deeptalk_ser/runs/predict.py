@@ -1,8 +1,10 @@
 """``predict.py``: the emotion of new recordings with a saved head.
 
 The encoder is rebuilt from the head's own record (same option, checkpoint, windowing: checked
-against the project's encoder options, the class never taken from the file), every
-input is embedded as the training utterances were, and the head predicts a label with per-class
+against the project's encoder options, the class never taken from the file; a fused head's
+record lists its parts, each rebuilt the same way), every input is embedded as the training
+utterances were (a fused head: by every part, concatenated; the head's own per-block scaler,
+fitted on its training data, does the rest), and the head predicts a label with per-class
 scores. Files that cannot be read or are too short are reported, listed in the CSV with their
 reason and counted in the final line; never dropped silently.
 """
@@ -15,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from deeptalk_ser.data.audio.io import load_audio
 from deeptalk_ser.data.corpora.user import AUDIO_SUFFIXES
@@ -24,6 +25,7 @@ from deeptalk_ser.evaluation.heads import class_scores, load_head
 from deeptalk_ser.runs.common import encoder_from_config
 from deeptalk_ser.utils.errors import AudioError, ConfigError, DataError
 from deeptalk_ser.utils.io import atomic_path
+from deeptalk_ser.utils.progress import progress
 from deeptalk_ser.utils.reporting import markdown_table
 
 
@@ -45,6 +47,19 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
+def build_embedders(record: dict[str, Any], device: str) -> list[tuple[Any, Any]]:
+    """(encoder, windowing) of the head's encoder, or of each part of a fused one, in block order
+    (``device=auto`` keeps the recorded device)."""
+    configs = list(record["parts"].values()) if "parts" in record else [record]
+    out = []
+    for part in configs:
+        enc_cfg = OmegaConf.create(part)
+        if "device" in enc_cfg and device != "auto":
+            enc_cfg.device = device
+        out.append(encoder_from_config(enc_cfg))
+    return out
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     inputs = OmegaConf.to_container(cfg.inputs, resolve=True) if not isinstance(cfg.inputs, str) else [cfg.inputs]
     if not inputs:
@@ -53,21 +68,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if "encoder" not in info:
         raise DataError(Path(cfg.model) / "head.json", "records no encoder: predict.py cannot embed new audio for it")
     files = expand_inputs([str(i) for i in inputs])  # type: ignore[union-attr]
-    enc_cfg = OmegaConf.create(info["encoder"])  # checked against conf/encoder by load_head; class from the project
-    if "device" in enc_cfg:
-        enc_cfg.device = cfg.device if cfg.device != "auto" else enc_cfg.device
-    encoder, windowing = encoder_from_config(enc_cfg)
+    embedders = build_embedders(info["encoder"], cfg.device)  # checked by load_head; classes from the project
     rows, X, ok_rows = [], [], []
-    for f in tqdm(files, desc="predict", unit="file", disable=None):
+    for f in progress(files, desc="predict", unit="file"):
         try:
             wav, sr = load_audio(f)
-            emb, _ = embed_one(encoder, encoder.frontend(wav, sr), windowing)
+            embs = [embed_one(encoder, encoder.frontend(wav, sr), windowing)[0] for encoder, windowing in embedders]
         except AudioError as exc:
             rows.append({"file": str(f), "label": None, "problem": exc.problem})
             continue
-        if emb is None:
-            rows.append({"file": str(f), "label": None, "problem": "too short or silent for the encoder's windows"})
+        short = [encoder.name for (encoder, _), e in zip(embedders, embs) if e is None]
+        if short:
+            rows.append({"file": str(f), "label": None,
+                         "problem": f"too short or silent for the {'+'.join(short)} encoder's windows"})
             continue
+        emb = np.concatenate(embs)
         ok_rows.append(len(rows))
         rows.append({"file": str(f), "label": None, "problem": None})
         X.append(emb)

@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 
 from deeptalk_ser.data.trials import generate_trials, read_trials, write_trials
 from deeptalk_ser.embedding.windowing import describe_windowing
+from deeptalk_ser.evaluation.intervals import ci_metrics, interval_settings
 from deeptalk_ser.evaluation.verification import score_verification
-from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
+from deeptalk_ser.runs.common import embed_selected, finish_run, scored_features, start_run
 from deeptalk_ser.utils.errors import DataError
 
 
@@ -43,15 +44,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if len(scored) < len(trials):
         # the trials this encoder could score: pass them as task.trials to compare another encoder
         write_trials(out / "trials_scored.txt", scored)
-    res = score_verification(store.embeddings, store.index(), scored, p_targets=tuple(cfg.task.p_targets))
+    kept_order = [u.id for u in kept]  # this task's rows only (the corpus's store may hold many more)
+    ci_cfg = interval_settings(cfg)
+    res = score_verification(scored_features(store, kept_order), dict(zip(kept_order, range(len(kept_order)))),
+                             scored, p_targets=tuple(cfg.task.p_targets), speaker_of={u.id: u.speaker for u in kept},
+                             intervals=ci_cfg)
     results = {"task": "verification", "data": cfg.data.name, "split": split, "encoder": encoder_name,
                "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
                "classifier": "cosine", "protocol": "trials" if cfg.task.get("trials") else "generated",
                "n_utterances": len(utts), "n_speakers": len({u.speaker for u in utts}),
-               "n_trials_dropped": len(trials) - len(scored), **res,
+               "n_trials_dropped": len(trials) - len(scored), **res, "ci": ci_cfg,
                "encoder_config": store.meta.get("key", {}), "extraction": extraction,
                "wall_seconds": time.perf_counter() - t0}
-    metrics = {"test/eer": res["eer"], **{f"test/min_dcf_{k}": v for k, v in res["min_dcf"].items()}}
+    metrics = {"test/eer": res["eer"], **{f"test/min_dcf_{k}": v for k, v in res["min_dcf"].items()},
+               **ci_metrics(res.get("ci95", {}))}
     operating = [{"p_target": k, "min_dcf": v} for k, v in res["min_dcf"].items()]
     operating.append({"p_target": "eer", "min_dcf": None, "eer": res["eer"], "threshold": res["eer_threshold"]})
     return finish_run(cfg, out, results, metrics, tables={"test/operating_points": operating})

@@ -43,8 +43,9 @@ from deeptalk_ser.data.audio.framing import FRAME_HOP, FRAME_LENGTH, frame_mask,
 from deeptalk_ser.data.audio.frontend import AudioFrontend
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.training.augment import CropAugment
-from deeptalk_ser.utils.errors import DataError
-from deeptalk_ser.utils.io import atomic_path, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.utils.errors import DataError, cache_not_writable
+from deeptalk_ser.utils.io import atomic_path, locked_unless_read_only, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.utils.processes import die_with_parent
 from deeptalk_ser.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,11 @@ def build_shard(shard_dir: str, key: str, items: Sequence[tuple[str, str]], fron
     _save_npy_atomic(shard_dir_p / f"{key}.npy", audio)
     meta = {"version": STORE_VERSION, "key": key, "ids": ids, "length": lengths, "n_kept": kept,
             "scale": scales, "skipped": skipped, "n_items": len(items)}
-    write_json_atomic(shard_dir_p / f"{key}.json", meta)
+    try:
+        write_json_atomic(shard_dir_p / f"{key}.json", meta)
+    except OSError:  # e.g. a full disk: no samples without the json that marks them finished
+        (shard_dir_p / f"{key}.npy").unlink(missing_ok=True)
+        raise
     return meta
 
 
@@ -218,7 +223,6 @@ def prepare_store(utts: Sequence[Utterance], frontend: AudioFrontend, root: str 
     fe_key = frontend_key(frontend)
     base = Path(root) / fe_key
     shard_dir = base / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_shards(utts, shard_size)
     keys = [shard_key(block, fe_key) for block in plan]
     corpus_key = stable_hash({"frontend": fe_key, "shards": keys, "speakers": [[u.id, u.speaker] for u in utts],
@@ -226,9 +230,12 @@ def prepare_store(utts: Sequence[Utterance], frontend: AudioFrontend, root: str 
     index_dir = base / "index" / corpus_key
     if _index_complete(index_dir, shard_dir, keys):
         return _report_from_index(index_dir, reused=True, seconds=time.perf_counter() - t0)
-    with FileLock(str(base / ".lock")):
+    with locked_unless_read_only(FileLock(str(base / ".lock"))) as writable:
         if _index_complete(index_dir, shard_dir, keys):  # built by another process while we waited
             return _report_from_index(index_dir, reused=True, seconds=time.perf_counter() - t0)
+        if not writable:
+            raise cache_not_writable(index_dir, "finished training store of these utterances")
+        shard_dir.mkdir(parents=True, exist_ok=True)
         metas: dict[str, dict[str, Any]] = {}
         todo = []
         for k, block in zip(keys, plan):
@@ -270,9 +277,11 @@ def _run_shards(todo: list[tuple[str, list[Utterance]]], shard_dir: str, fe_para
         return
     # fork where available: spawn re-imports the training script (torch, Lightning) in every
     # worker, seconds each. The workers only run numpy / soxr / webrtcvad, never torch, so the
-    # forked torch thread pools are never touched.
+    # forked torch thread pools are never touched. The workers die with this process (a kill -9
+    # would orphan them otherwise); this thread creates and shuts down the pool, so it outlives them.
     method = "fork" if "fork" in get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(max_workers=min(num_workers, len(tasks)), mp_context=get_context(method))
+    pool = ProcessPoolExecutor(max_workers=min(num_workers, len(tasks)), mp_context=get_context(method),
+                               initializer=die_with_parent)
     try:
         pending: set[Future] = set()
         it = iter(tasks)
@@ -332,13 +341,16 @@ def _write_index(index_dir: Path, plan: list[list[Utterance]], keys: list[str], 
     tmp = index_dir.parent / f".tmp-{index_dir.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for name, arr in arrays.items():
-        _save_npy_atomic(tmp / f"{name}.npy", arr)
-    write_text_atomic(tmp / "ids.txt", "".join(r[0] + "\n" for r in rows))
-    write_json_atomic(tmp / "meta.json", meta)
-    if index_dir.exists():  # an unfinished index (no meta.json) left by a killed run
-        shutil.rmtree(index_dir)
-    os.replace(tmp, index_dir)
+    try:
+        for name, arr in arrays.items():
+            _save_npy_atomic(tmp / f"{name}.npy", arr)
+        write_text_atomic(tmp / "ids.txt", "".join(r[0] + "\n" for r in rows))
+        write_json_atomic(tmp / "meta.json", meta)
+        if index_dir.exists():  # an unfinished index (no meta.json) left by a killed run
+            shutil.rmtree(index_dir)
+        os.replace(tmp, index_dir)
+    finally:  # a failure (a full disk) leaves no half-written index
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _report_from_index(index_dir: Path, reused: bool, seconds: float) -> StoreReport:

@@ -25,6 +25,7 @@ from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.training.augment import CropAugment
 from deeptalk_ser.training.crop_store import CropStore, StoreReport, prepare_store
 from deeptalk_ser.training.sampler import SpeakerBatchSampler
+from deeptalk_ser.utils.errors import ConfigError
 from deeptalk_ser.utils.processes import worker_init
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ def split_speakers(utts: Sequence[Utterance], n_val: int, seed: int) -> tuple[li
     """Hold out ``n_val`` whole speakers (seeded) for validation EER."""
     speakers = sorted({u.speaker for u in utts})
     if n_val >= len(speakers):
-        raise ValueError(f"cannot hold out {n_val} of {len(speakers)} speakers for validation")
+        raise ConfigError("training.val_speakers", f"cannot hold out {n_val} of {len(speakers)} speakers for validation "
+                                                "(some must stay for training)")
     val = set(np.random.default_rng(seed).choice(speakers, size=n_val, replace=False).tolist()) if n_val else set()
     return [u for u in utts if u.speaker not in val], [u for u in utts if u.speaker in val]
 
@@ -81,18 +83,20 @@ def split_speakers(utts: Sequence[Utterance], n_val: int, seed: int) -> tuple[li
 class SpeakerDataModule(L.LightningDataModule):
     """P x K crops from the training store; whole held-out-speaker utterances for validation.
 
-    ``store_dir`` is ``<cache>/train_store/<data.name>``; :meth:`prepare_store` builds or opens
-    the store there (call it before ``trainer.fit``; ``setup`` calls it otherwise). Rank and
-    world size come from the attached trainer (``rank``/``world_size`` override them, for use
-    without a trainer). ``state_dict`` saves the batches the trainer consumed, so resume is exact
-    with any ``num_workers``."""
+    Built by ``train.py`` from the ``datamodule`` node of ``conf/train.yaml`` (a partial: the
+    utterances and the front end come from the run), so every loader and store setting is
+    given: none has a default here that could disagree with the YAML. ``store_dir`` is
+    ``train_store.dir``; :meth:`prepare_store` builds or opens the store there (call it before
+    ``trainer.fit``; ``setup`` calls it otherwise). Rank and world size come from the attached
+    trainer (``rank``/``world_size`` override them, for use without a trainer). ``state_dict``
+    saves the batches the trainer consumed, so resume is exact with any ``num_workers``. An
+    ``augment`` whose probabilities are all 0 is no augmentation (the clean crops, unchanged)."""
 
-    def __init__(self, utts: Sequence[Utterance], frontend: AudioFrontend, speakers_per_batch: int,
+    def __init__(self, utts: Sequence[Utterance], frontend: AudioFrontend, *, speakers_per_batch: int,
                  utterances_per_speaker: int, crop_frames: int, batches_per_epoch: int, val_speakers: int,
-                 store_dir: str | Path, seed: int = 0, num_workers: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = False, prefetch_factor: int | None = None, on_error: str = "raise",
-                 shard_size: int = 1000, prepare_workers: int = 1, rank: int | None = None,
-                 world_size: int | None = None, augment: CropAugment | None = None) -> None:
+                 store_dir: str | Path, seed: int, num_workers: int, pin_memory: bool, persistent_workers: bool,
+                 prefetch_factor: int | None, on_error: str, shard_size: int, prepare_workers: int,
+                 augment: CropAugment | None, rank: int | None = None, world_size: int | None = None) -> None:
         super().__init__()
         self.all_utts, self.frontend = list(utts), frontend
         self.P, self.K, self.crop_frames = speakers_per_batch, utterances_per_speaker, crop_frames
@@ -102,7 +106,7 @@ class SpeakerDataModule(L.LightningDataModule):
         self.on_error, self.store_dir = on_error, Path(store_dir)
         self.shard_size, self.prepare_workers = shard_size, prepare_workers
         self._rank, self._world_size = rank, world_size
-        self.augment = augment
+        self.augment = augment if augment is not None and augment.active else None
         self.store: CropStore | None = None
         self.report: StoreReport | None = None
         self.sampler: SpeakerBatchSampler | None = None

@@ -60,6 +60,24 @@ def comparison_rows(summaries: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _plain(node: dict[str, Any] | None, keep_target: bool = False) -> dict[str, Any]:
+    """A config node for the card: without Hydra's ``_partial_`` (and ``_target_``, unless it is
+    what the reader needs, as the optimiser's class)."""
+    drop = {"_partial_"} if keep_target else {"_partial_", "_target_"}
+    return {k: v for k, v in (node or {}).items() if k not in drop}
+
+
+def optimiser_row(recipe: dict[str, Any]) -> str:
+    """Learning rate, optimiser and gradient clipping of a run's recipe: this code's (lr in the
+    ``training.optimizer`` node, clipping from ``trainer.gradient_clip_val``) or an earlier run's
+    (``training.lr``, ``training.grad_clip``), so older runs still get their card."""
+    t = recipe.get("training") or {}
+    opt = _plain(t.get("optimizer"), keep_target=True)
+    lr = opt.pop("lr", t.get("lr"))
+    clip = (recipe.get("gradient_clip") or {}).get("val", t.get("grad_clip"))
+    return f"lr {lr}, `{json.dumps(opt, sort_keys=True)}`, gradient-norm clip {clip}"
+
+
 def render_model_card(summary: dict[str, Any], file_name: str,
                       compared: Sequence[dict[str, Any]] | None = None) -> str:
     """Markdown for the encoder exported from ``summary``'s best checkpoint."""
@@ -80,10 +98,9 @@ def render_model_card(summary: dict[str, Any], file_name: str,
              f"| loss | {summary.get('loss')}: `{json.dumps(recipe.get('loss') or {}, sort_keys=True)}` |",
              f"| batch | {t.get('speakers_per_batch')} speakers x {t.get('utterances_per_speaker')} crops of "
              f"{t.get('crop_frames')} frames |",
-             f"| optimiser | lr {t.get('lr')}, `{json.dumps(t.get('optimizer') or {}, sort_keys=True)}`, "
-             f"gradient-norm clip {t.get('grad_clip')} |",
-             f"| schedule | `{json.dumps(t.get('scheduler') or {}, sort_keys=True)}` |",
-             f"| augmentation | `{json.dumps(t.get('augment') or {}, sort_keys=True)}` |",
+             f"| optimiser | {optimiser_row(recipe)} |",
+             f"| schedule | `{json.dumps(_plain(t.get('scheduler')), sort_keys=True)}` |",
+             f"| augmentation | `{json.dumps(_plain(t.get('augment')), sort_keys=True)}` |",
              f"| initialised from | {summary.get('init_checkpoint') or 'random (seed ' + str(recipe.get('seed')) + ')'} |",
              f"| steps / wall time | {summary.get('global_step')} steps, {_hms(summary.get('train_seconds'))} "
              f"(h:mm:ss, all resumes included) on {summary.get('hardware', 'n/a')} |",

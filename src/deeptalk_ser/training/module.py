@@ -6,8 +6,9 @@ GE2E loss can view it as (P, K, dim). Step throughput is ``ThroughputMonitor``'s
 reference's 200-frame partials and reports the EER of all target pairs plus as many sampled
 non-target pairs (fixed seed), kept per epoch in :attr:`SpeakerEncoderModule.val_history`
 (saved in checkpoints, so a resumed run keeps its curve) for the model card. The optimiser and
-learning-rate schedule are ``training.optimizer`` / ``training.scheduler``
-(:mod:`deeptalk_ser.training.optim`).
+learning-rate schedule are the partials of ``training.optimizer`` / ``training.scheduler``
+(:mod:`deeptalk_ser.training.optim`); gradient clipping is Lightning's own
+(``trainer.gradient_clip_val``, ``conf/trainer/default.yaml``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkNet, build_net
 from deeptalk_ser.training.losses import SpeakerLoss
-from deeptalk_ser.training.optim import build_optimizer
+from deeptalk_ser.training.optim import OptimizerFactory, SchedulerFactory, build_optimizer
 from deeptalk_ser.data.trials import generate_trials
 from deeptalk_ser.evaluation.verification import score_verification
 
@@ -39,11 +40,14 @@ class SpeakerEncoderModule(L.LightningModule):
     #: Not counted; set so that ThroughputMonitor reports no FLOPs instead of warning about them.
     flops_per_batch: int | None = None
 
-    def __init__(self, loss: SpeakerLoss, lr: float = 1e-4, grad_clip: float = 3.0, seed: int = 0,
-                 val_trial_seed: int = 0, n_speakers: int | None = None, optimizer: dict[str, Any] | None = None,
-                 scheduler: dict[str, Any] | None = None) -> None:
+    def __init__(self, loss: SpeakerLoss, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None,
+                 seed: int = 0, val_trial_seed: int = 0, n_speakers: int | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["loss"])  # the loss is a module: saved in the state dict
+        # the loss is a module (saved in the state dict); the optimiser and schedule are callables,
+        # kept out of the checkpoint's hyper-parameters, which stay plain values (the run's
+        # train_summary.json and the logger hold the recipe)
+        self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler"])
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.net: DeepTalkNet = build_net(seed)
         loss.bind(self.net, n_speakers=n_speakers)
         self.loss_fn = loss  # registered after the net: parameter (and optimiser state) order as before
@@ -68,14 +72,9 @@ class SpeakerEncoderModule(L.LightningModule):
             self.log(f"train/{name}", value, on_step=True)
         return loss
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        # global L2-norm clipping at grad_clip (reference: clip_grad_norm_(..., 3))
-        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-
     def configure_optimizers(self) -> Any:
         max_steps = int(self.trainer.max_steps) if self._trainer is not None else -1
-        return build_optimizer(self.named_parameters(), lr=self.hparams.lr, optimizer=self.hparams.get("optimizer"),
-                               scheduler=self.hparams.get("scheduler"), max_steps=max_steps)
+        return build_optimizer(self.named_parameters(), self.optimizer, self.scheduler, max_steps=max_steps)
 
     # -- bookkeeping kept in checkpoints: validation curve and wall time ------------------------
 

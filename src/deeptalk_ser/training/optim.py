@@ -1,32 +1,40 @@
-"""Optimiser and learning-rate schedule of speaker-encoder training (``training.optimizer`` /
-``training.scheduler``).
+"""Optimiser and learning-rate schedule of speaker-encoder training: what the ``_partial_`` nodes
+``training.optimizer`` / ``training.scheduler`` of ``conf/train.yaml`` become.
 
-The reference trains with Adam at a constant 1e-4 and no weight decay (our default, so the
-paper's recipe reproduces); current toolkits warm up linearly and then decay (cosine or steps)
-with decoupled weight decay (AdamW) on the weight matrices only: biases, norms and GE2E's
-similarity scalars are never decayed. The schedule is stepped every optimiser step.
+``training.optimizer`` is any ``torch.optim`` class as a partial (``torch.optim.Adam`` at a
+constant 1e-4 without weight decay: the reference, our default); the module calls it with
+:func:`parameter_groups`, so weight decay (the partial's ``weight_decay``) reaches the weight
+matrices only: biases, norms and GE2E's similarity scalars are never decayed.
+``training.scheduler`` is :func:`warmup_lambda_lr` as a partial: linear warm-up, then constant,
+cosine or step decay, stepped every optimiser step. :func:`check_optimizer` builds both once on
+a dummy parameter so that a bad value stops ``train.py`` before any data is prepared.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from deeptalk_ser.utils.errors import ConfigError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
+
+#: ``training.optimizer``: the parameter groups -> the optimiser
+OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
+#: ``training.scheduler``: (optimiser, max_steps=trainer.max_steps) -> LambdaLR, or None for a constant rate
+SchedulerFactory = Callable[..., "torch.optim.lr_scheduler.LambdaLR | None"]
 
 
 @dataclass
 class LRSchedule:
     """Factor of the base learning rate at a step: linear warm-up from ``1 / warmup_steps`` to 1,
     then constant, cosine down to ``min_lr_ratio`` at ``total_steps`` (held there after), or x
-    ``gamma`` every ``step_size`` steps. A picklable callable: ``LambdaLR`` saves its state."""
+    ``gamma`` every ``step_size`` steps. A picklable callable: ``LambdaLR`` saves its fields in
+    the checkpoint (so they must keep their names for older checkpoints to resume)."""
 
     name: str = "constant"
     warmup_steps: int = 0
@@ -62,46 +70,65 @@ def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: fl
     return [g for g in groups if g["params"]]
 
 
-def make_schedule(cfg: Mapping[str, Any] | None, max_steps: int) -> LRSchedule | None:
-    """The schedule of ``training.scheduler`` (None for a constant rate without warm-up)."""
-    cfg = dict(cfg or {})
-    name = str(cfg.get("name") or "constant")
+def weight_decay_of(optimizer: OptimizerFactory) -> float:
+    """The ``weight_decay`` the optimiser partial was given (0 when it names none): what
+    :func:`parameter_groups` applies to the weight matrices."""
+    return float(getattr(optimizer, "keywords", {}).get("weight_decay") or 0.0)
+
+
+def build_optimizer(named: Iterable[tuple[str, nn.Parameter]], optimizer: OptimizerFactory,
+                    scheduler: SchedulerFactory | None, max_steps: int) -> Any:
+    """What ``LightningModule.configure_optimizers`` returns: ``optimizer`` called with the
+    parameter groups, plus the per-step ``LambdaLR`` of ``scheduler`` when it makes one."""
+    opt = optimizer(parameter_groups(named, weight_decay_of(optimizer)))
+    sched = scheduler(opt, max_steps=max_steps) if scheduler is not None else None
+    if sched is None:
+        return opt
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_schedule(name: str, warmup_steps: int, total_steps: int | None, min_lr_ratio: float, step_size: int,
+                gamma: float, max_steps: int) -> LRSchedule | None:
+    """The schedule of ``training.scheduler`` (None for a constant rate without warm-up: no
+    scheduler at all, as the reference trains). ``total_steps`` null: ``trainer.max_steps``."""
     if name not in SCHEDULES:
         raise ConfigError("training.scheduler.name", f"{name!r} is not one of {SCHEDULES}")
-    warmup = int(cfg.get("warmup_steps") or 0)
-    total = int(cfg.get("total_steps") or 0) or int(max_steps)
+    warmup = int(warmup_steps or 0)
+    total = int(total_steps or 0) or int(max_steps)
     if name == "cosine" and total <= warmup:
         raise ConfigError("training.scheduler.total_steps", f"cosine decay needs total steps ({total}, default "
                           f"trainer.max_steps) > warmup_steps ({warmup})")
-    if name == "step" and int(cfg.get("step_size") or 0) <= 0:
+    if name == "step" and int(step_size or 0) <= 0:
         raise ConfigError("training.scheduler.step_size", "must be > 0 for step decay")
     if name == "constant" and warmup == 0:
         return None
-    return LRSchedule(name=name, warmup_steps=warmup, total_steps=total,
-                      min_lr_ratio=float(cfg.get("min_lr_ratio") or 0.0), step_size=int(cfg.get("step_size") or 1000),
-                      gamma=float(cfg.get("gamma") if cfg.get("gamma") is not None else 0.5))
+    return LRSchedule(name=name, warmup_steps=warmup, total_steps=total, min_lr_ratio=float(min_lr_ratio),
+                      step_size=int(step_size), gamma=float(gamma))
 
 
-def build_optimizer(named: Iterable[tuple[str, nn.Parameter]], lr: float, optimizer: Mapping[str, Any] | None,
-                    scheduler: Mapping[str, Any] | None, max_steps: int) -> Any:
-    """What ``LightningModule.configure_optimizers`` returns: the optimiser, plus the per-step
-    ``LambdaLR`` when a schedule is configured."""
-    cfg = dict(optimizer or {})
-    name = str(cfg.get("name") or "adam")
-    if name not in OPTIMIZERS:
-        raise ConfigError("training.optimizer.name", f"{name!r} is not one of {OPTIMIZERS}")
-    wd = float(cfg.get("weight_decay") or 0.0)
-    if wd < 0:
-        raise ConfigError("training.optimizer.weight_decay", f"{wd} < 0")
-    groups = parameter_groups(named, wd)
-    if name == "adam":  # L2 added to the gradient (torch.optim.Adam's weight_decay), the reference's optimiser
-        opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=lr)
-    elif name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr)
-    else:
-        opt = torch.optim.SGD(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)), nesterov=True)
-    schedule = make_schedule(scheduler, max_steps)
-    if schedule is None:
-        return opt
-    return {"optimizer": opt,
-            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+def warmup_lambda_lr(optimizer: torch.optim.Optimizer, max_steps: int, name: str, warmup_steps: int,
+                     total_steps: int | None, min_lr_ratio: float, step_size: int,
+                     gamma: float) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """``training.scheduler``'s ``_target_``: a ``LambdaLR`` of :class:`LRSchedule` over
+    ``optimizer`` (None when the rate is constant without warm-up). Every argument but the
+    optimiser and ``max_steps`` (``trainer.max_steps``, supplied by the module) comes from the
+    YAML node, which holds them all."""
+    schedule = lr_schedule(name, warmup_steps, total_steps, min_lr_ratio, step_size, gamma, max_steps)
+    return None if schedule is None else torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def check_optimizer(optimizer: OptimizerFactory, scheduler: SchedulerFactory | None, max_steps: int) -> None:
+    """Build the optimiser and schedule once on a dummy weight and drop them, so that an argument
+    the optimiser refuses (``lr=-1``, ``momentum`` on Adam) or a schedule that cannot work stops
+    the run as a :class:`ConfigError` naming the key, before the training store is built."""
+    try:
+        opt = optimizer(parameter_groups([("w", nn.Parameter(torch.zeros(2, 2)))], weight_decay_of(optimizer)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("training.optimizer", " ".join(str(exc).split())) from exc
+    if scheduler is not None:
+        try:
+            scheduler(opt, max_steps=max_steps)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("training.scheduler", " ".join(str(exc).split())) from exc

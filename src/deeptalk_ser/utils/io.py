@@ -8,26 +8,63 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.utils.errors import NOT_WRITABLE, DataError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in an ``OSError`` of the block that names no file (``write()`` failing on a
+    full disk names none), so the one-line report says which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds (on a
+    failure, a full disk included, the temporary file is removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual mode
-        os.replace(tmp_path, path)
+        with writing(path):
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual mode
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def locked_unless_read_only(lock: "BaseFileLock") -> Iterator[bool]:
+    """Hold ``lock`` (a file lock beside a cache entry) for the block and yield True; yield False,
+    holding nothing, when its folder cannot be written (read-only mount, no write permission):
+    nobody can change the entry then, so the caller may reuse it if complete, and otherwise says
+    what needs write access instead of failing on the lock file."""
+    try:
+        Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as exc:
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def make_temp_dir(parent: str | Path, prefix: str) -> Path:

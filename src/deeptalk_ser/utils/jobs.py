@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 
 from deeptalk_ser.utils.errors import user_error_in
 from deeptalk_ser.utils.io import write_json_atomic
+from deeptalk_ser.utils.processes import die_with_launching_rank
 
 T = TypeVar("T")
 log = logging.getLogger("deeptalk_ser")
@@ -62,6 +63,7 @@ def run_job(script: str, job: Callable[[], T]) -> T | None:
     """Run ``job``; on failure print ``<script>: error: <where>: <problem>`` and record it.
     A single run exits with status 1 for a user error (``HYDRA_FULL_ERROR=1`` keeps the
     traceback) and re-raises a bug; a multirun job returns None so the sweep goes on."""
+    die_with_launching_rank()  # a DDP rank Lightning started never outlives rank 0
     try:
         return job()
     except Exception as exc:

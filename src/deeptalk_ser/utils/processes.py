@@ -4,7 +4,14 @@ A ``kill -9`` of an entry script gives its DataLoader workers no chance to be to
 watchdog only notices a dead parent between items, and a worker blocked on a full result pipe
 never does (one was seen alive 13 minutes after its run was killed). On Linux the kernel can
 deliver a signal to a process when its parent dies (``prctl(PR_SET_PDEATHSIG)``); every
-DataLoader of ours starts its workers with :func:`worker_init`, which asks for that.
+DataLoader of ours starts its workers with :func:`worker_init`, which asks for that, and every
+process pool (training-store preparation, VoxCeleb2 conversion) passes :func:`die_with_parent`
+as its ``initializer``.
+
+The signal comes when the *thread* that forked the worker exits, not the process. Our pools are
+created, used and shut down by one call in one thread (workers are forked on ``submit``, never by
+the pool's manager thread, as long as ``max_tasks_per_child`` is unset), and DataLoader workers
+are started from the thread that iterates the loader, so no worker is killed while still in use.
 """
 
 from __future__ import annotations
@@ -43,3 +50,20 @@ def worker_init(worker_id: int) -> None:
         from lightning.fabric.utilities.seed import pl_worker_init_function
 
         pl_worker_init_function(worker_id)
+
+
+def die_with_launching_rank() -> bool:
+    """In a DDP rank that Lightning's launcher started (``LOCAL_RANK`` > 0, its parent running the
+    same entry script), die with rank 0: a ``kill -9`` of the run otherwise leaves the other ranks
+    waiting on a collective until the backend's timeout. Ranks that torchrun or srun start have
+    another parent, which manages them itself, and are left alone."""
+    try:
+        if int(os.environ.get("LOCAL_RANK", "0") or 0) <= 0:
+            return False
+        parent_args = open(f"/proc/{os.getppid()}/cmdline", "rb").read().split(b"\0")
+    except (ValueError, OSError):
+        return False
+    script = os.path.basename(sys.argv[0]).encode()
+    if not script or script not in {os.path.basename(a) for a in parent_args}:
+        return False
+    return die_with_parent()

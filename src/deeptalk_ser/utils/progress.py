@@ -1,6 +1,10 @@
 """Progress bars for the long stages (prepare, folds, verification scoring): tqdm on stderr,
 quiet where nobody watches: when stderr is not a terminal (logs, CI, subprocess tests), when
-``CI`` is set, or with ``DEEPTALK_PROGRESS=0``; ``DEEPTALK_PROGRESS=1`` forces them on."""
+``CI`` is set, or with ``DEEPTALK_PROGRESS=0``; ``DEEPTALK_PROGRESS=1`` forces them on.
+
+Bars drawn by Lightning (the training loop) and by extraction follow the same rule through
+:func:`progress_enabled`: ``trainer.enable_progress_bar`` is ``null`` by default, and an explicit
+true/false from the user wins."""
 
 from __future__ import annotations
 
@@ -21,6 +25,13 @@ def progress_disabled() -> bool:
     if os.environ.get("CI", "").strip().lower() not in ("", "0", "false"):
         return True
     return not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+
+
+def progress_enabled(setting: bool | None = None) -> bool:
+    """The switch for a bar we do not draw through :func:`progress` (Lightning's
+    ``enable_progress_bar``, the extraction bar): ``setting`` when the user gave one, else the
+    rule of :func:`progress_disabled` (Lightning alone would draw into every redirected log)."""
+    return not progress_disabled() if setting is None else bool(setting)
 
 
 def progress(iterable: Iterable[T] | None = None, total: int | None = None, desc: str = "", unit: str = "it",

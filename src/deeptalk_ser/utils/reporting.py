@@ -9,7 +9,8 @@ from typing import Any, Sequence
 from deeptalk_ser.utils.io import write_text_atomic
 
 SUMMARY_COLUMNS = ("task", "data", "encoder", "windowing", "classifier", "protocol", "backend", "n_utterances", "n_folds",
-                   "wa", "ua", "macro_f1", "ua_fold_mean", "ua_fold_std", "eer", "min_dcf_p0.01")
+                   "wa", "ua", "ua_ci_low", "ua_ci_high", "macro_f1", "ua_fold_mean", "ua_fold_std",
+                   "eer", "eer_ci_low", "eer_ci_high", "min_dcf_p0.01")
 #: a multirun summary: which job, its overrides, whether it finished, its results or its error line
 SWEEP_COLUMNS = ("run", "overrides", "status", *SUMMARY_COLUMNS, "error")
 
@@ -50,6 +51,9 @@ def _fmt(v: Any) -> str:
 def summary_row(results: dict[str, Any]) -> dict[str, Any]:
     row = {k: results.get(k) for k in SUMMARY_COLUMNS}
     row["min_dcf_p0.01"] = (results.get("min_dcf") or {}).get("p0.01")
+    ci = results.get("ci95") or {}  # speaker-level bootstrap intervals (evaluation/intervals.py)
+    for name in ("ua", "eer"):
+        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = ci.get(name) or (None, None)
     return row
 
 

@@ -1,8 +1,9 @@
 """Bring your own corpus: a folder per label (``data=folder``) or your own table (``data=manifest``).
 
 Both give the same manifest as every corpus loader, so prepare's checks (headers, checksums,
-truncation), ``data.on_error`` and every protocol apply unchanged. Labels should be the canonical
-emotion names the tasks map (angry, sad, happy, neutral, ...); ``label_map`` renames others.
+truncation), ``data.on_error`` and every protocol apply unchanged. Labels become the canonical
+emotion names the tasks map (angry, sad, happy, neutral, ...) by :class:`LabelMatcher`: case and
+surrounding blanks do not matter (``Angry/`` is angry), ``label_map`` renames the others.
 """
 
 from __future__ import annotations
@@ -30,8 +31,31 @@ def _speaker_regex(pattern: str) -> re.Pattern[str]:
     return rx
 
 
+class LabelMatcher:
+    """A user's label -> the label the tasks see: ``label_map``'s exact key, else its key matched
+    case-insensitively, else the label itself stripped and lower-cased. Real corpora ship
+    ``Angry/`` or ``Sad`` where the tasks name ``angry`` and ``sad``; without this they were
+    left out of every task without a word."""
+
+    def __init__(self, label_map: Mapping[str, str] | None) -> None:
+        self.exact = {str(k): str(v) for k, v in (label_map or {}).items()}
+        self.folded: dict[str, str] = {}
+        for key, value in self.exact.items():
+            folded = key.strip().lower()
+            if self.folded.get(folded, value) != value:
+                raise ConfigError("data.loader.label_map", f"keys differing only in case map {key.strip()!r} to both "
+                                                           f"{self.folded[folded]!r} and {value!r}")
+            self.folded[folded] = value
+
+    def __call__(self, raw: str) -> str:
+        if raw in self.exact:
+            return self.exact[raw]
+        folded = raw.strip().lower()
+        return self.folded.get(folded, folded)
+
+
 class FolderCorpus(CorpusLoader):
-    """``<root>/<label>/**/<file>``: the label is the top folder's name (through ``label_map``),
+    """``<root>/<label>/**/<file>``: the label is the top folder's name (through :class:`LabelMatcher`),
     the speaker comes from the file name by ``speaker_pattern`` (a regular expression with a
     ``speaker`` group, searched in the file name without its suffix; an optional ``split`` group
     sets the manifest split). A file name the pattern does not match is an error naming the file
@@ -44,7 +68,8 @@ class FolderCorpus(CorpusLoader):
         super().__init__(root)
         self.speaker_pattern = speaker_pattern
         self._rx = _speaker_regex(speaker_pattern)
-        self.label_map = dict(label_map or {})
+        self._labels = LabelMatcher(label_map)
+        self.label_map = self._labels.exact
         self.suffixes = tuple(s.lower() for s in suffixes)
 
     def options(self) -> dict[str, Any]:
@@ -73,14 +98,15 @@ class FolderCorpus(CorpusLoader):
         folder = rel.parts[0]
         split = m.groupdict().get("split")
         return Utterance(id=str(rel.with_suffix("")).replace("\\", "/"), path=str(rel), speaker=m["speaker"],
-                         label=self.label_map.get(folder, folder), split=split, corpus=self.name,
+                         label=self._labels(folder), split=split, corpus=self.name,
                          extra={"label_raw": folder})
 
 
 class ManifestCorpus(CorpusLoader):
     """A user's CSV (header with ``path``, ``speaker``, ``label``; optional ``split``, ``id`` and
     any further columns, kept as extras) or JSON-lines file (one object per line, same keys).
-    Relative paths are relative to the file's folder (the corpus root)."""
+    Relative paths are relative to the file's folder (the corpus root); labels go through
+    :class:`LabelMatcher`."""
 
     name = "manifest"
     REQUIRED = ("path", "speaker", "label")
@@ -90,7 +116,8 @@ class ManifestCorpus(CorpusLoader):
         if not self.path.is_file():
             raise DataError(self.path, "manifest file not found (set data.path)")
         super().__init__(self.path.parent)
-        self.label_map = dict(label_map or {})
+        self._labels = LabelMatcher(label_map)
+        self.label_map = self._labels.exact
         self.delimiter = delimiter
 
     def options(self) -> dict[str, Any]:
@@ -125,7 +152,7 @@ class ManifestCorpus(CorpusLoader):
             uid = str(row.get("id") or Path(path).with_suffix("").as_posix())
             split = str(row["split"]).strip() if row.get("split") not in (None, "") else None
             extra = {k: v for k, v in row.items() if k not in ("id", "path", "speaker", "label", "split")}
-            return Utterance(id=uid, path=path, speaker=str(row["speaker"]).strip(), label=self.label_map.get(label, label),
+            return Utterance(id=uid, path=path, speaker=str(row["speaker"]).strip(), label=self._labels(label),
                              split=split, corpus=self.name, extra={"label_raw": label, **extra, "line": lineno})
 
         utts = self.parse_each(rows, parse, record_id=lambda item: f"line {item[0]}")

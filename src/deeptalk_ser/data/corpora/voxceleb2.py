@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from deeptalk_ser.data.audio.m4a import convert_m4a_to_wav
 from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.utils.processes import die_with_parent
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.data.corpora._common import check_choices, file_fingerprint, iter_lines, resolve_in_root, walk_three_level
 from deeptalk_ser.data.corpora.base import CorpusLoader
@@ -143,7 +144,7 @@ def convert_voxceleb2(root: str | Path, out_root: str | Path, workers: int | Non
         results = map(_convert_one, jobs)
         report = _collect(results, report, len(jobs))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:  # no orphans on kill -9
             report = _collect(pool.map(_convert_one, jobs, chunksize=32), report, len(jobs))
     report.seconds = time.perf_counter() - start
     return report

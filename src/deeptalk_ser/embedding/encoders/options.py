@@ -6,6 +6,7 @@ embed new audio the same way. That record is data from whoever shared the folder
 one of our encoder options and set that option's own keys to plain values, nothing else. The
 class to build (``_target_``) always comes from the project's YAML, never from the file, and
 ``trust_checkpoint`` (unpickling a checkpoint) can only be switched on by the user running it.
+A fused head (``encoder=fusion``) records each part the same way: its option and its keys.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from deeptalk_ser.utils.errors import DataError
 
 PLAIN = (str, int, float, bool, type(None))
+#: the option of ``conf/encoder/fusion.yaml``: parts, each one of the single-model options
+FUSION = "fusion"
 
 
 def encoder_conf_dir() -> Path:
@@ -41,6 +44,21 @@ def encoder_option_of(enc_cfg: Mapping[str, Any]) -> str | None:
     """The option name (``ge2e``, ``deeptalk``, ...) whose class ``enc_cfg`` builds, if any."""
     target = enc_cfg.get("_target_")
     return next((name for name, node in project_encoders().items() if node["_target_"] == target), None)
+
+
+def saved_encoder_record(enc_cfg: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(option, record) a saved head keeps for an encoder config: the option's name and its keys
+    without ``_target_``; for ``encoder=fusion``, ``fusion`` and ``{"name", "parts": {key:
+    {"option", "config"}}}``. The option is None when a config (or a part's) is no project option."""
+    if "parts" not in enc_cfg:
+        return encoder_option_of(enc_cfg), {k: v for k, v in enc_cfg.items() if k != "_target_"}
+    parts = {}
+    for key, part in dict(enc_cfg["parts"]).items():
+        option, record = saved_encoder_record(part)
+        if option is None or option == FUSION:
+            return None, {}
+        parts[str(key)] = {"option": option, "config": record}
+    return FUSION, {"name": FUSION, "parts": parts}
 
 
 def _check_plain(value: Any, where: Path, key: str) -> None:
@@ -75,6 +93,8 @@ def validated_encoder_config(record: Any, option: str | None, where: str | Path,
     where = Path(where)
     if not isinstance(record, dict):
         raise DataError(where, "refused: the encoder record is not a mapping")
+    if option == FUSION:
+        return _validated_fusion(record, where, allow_trust_checkpoint)
     offered = project_encoders()
     name = option if option is not None else encoder_option_of(record)
     if name not in offered:
@@ -89,3 +109,24 @@ def validated_encoder_config(record: Any, option: str | None, where: str | Path,
         raise DataError(where, "refused: the file asks to unpickle its encoder checkpoint (trust_checkpoint: true); "
                                "only you can allow that: predict.py trust_checkpoint=true, for files you trust")
     return {"_target_": str(node["_target_"]), **checked}
+
+
+def _validated_fusion(record: dict[str, Any], where: Path, allow_trust_checkpoint: bool) -> dict[str, Any]:
+    """A fused head's encoder record: ``name: fusion`` and two or more parts, each a project
+    option (not fusion) with that option's own keys; returned as ``encoder=fusion``'s config."""
+    if not (encoder_conf_dir() / f"{FUSION}.yaml").is_file():
+        raise DataError(where, f"refused: encoder {FUSION!r} is not one this project offers")
+    unknown = sorted(set(record) - {"name", "parts"})
+    if unknown or record.get("name") != FUSION:
+        raise DataError(where, f"refused: a fusion encoder record holds only name: {FUSION} and parts"
+                               f"{f', not {unknown}' if unknown else ''}")
+    parts = record.get("parts")
+    if not isinstance(parts, dict) or len(parts) < 2:
+        raise DataError(where, "refused: encoder.parts must map two or more part names to encoders")
+    checked = {}
+    for key, part in parts.items():
+        if not isinstance(key, str) or not isinstance(part, dict) or set(part) != {"option", "config"} \
+                or not isinstance(part["option"], str) or part["option"] == FUSION:
+            raise DataError(where, f"refused: encoder.parts.{key} must hold an option (not {FUSION}) and its config")
+        checked[key] = validated_encoder_config(part["config"], part["option"], where, allow_trust_checkpoint)
+    return {"name": FUSION, "parts": checked}

@@ -21,6 +21,8 @@ would fit in memory (and warns when an exact fit will be slow).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import importlib.util
 import itertools
 import logging
@@ -118,18 +120,18 @@ class PairwiseSVC(ClassifierMixin, BaseEstimator):
         return self.classes_[votes.argmax(axis=1)]  # argmax: the first (earlier) class wins ties
 
 
+@dataclass(eq=False, repr=False)
 class NystroemSVM(ClassifierMixin, BaseEstimator):
     """Approximate RBF SVM: Nystroem features (float32, transformed in chunks to bound memory)
     and a linear head; linear in the training rows instead of quadratic."""
 
-    def __init__(self, C: float = 1.0, gamma: float | str = "scale", n_components: int = 1024,
-                 head: str = "ridge", seed: int = 0, chunk: int = 8192) -> None:
-        self.C = C
-        self.gamma = gamma
-        self.n_components = n_components
-        self.head = head
-        self.seed = seed
-        self.chunk = chunk
+    # parameters stored by the generated ``__init__`` (see SVMClassifier); eq/repr stay scikit-learn's
+    C: float = 1.0
+    gamma: float | str = "scale"
+    n_components: int = 1024
+    head: str = "ridge"
+    seed: int = 0
+    chunk: int = 8192
 
     def _features(self, X: np.ndarray) -> np.ndarray:
         out = np.empty((len(X), self.map_.components_.shape[0]), dtype=np.float32)

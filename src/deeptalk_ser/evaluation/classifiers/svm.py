@@ -3,7 +3,9 @@
 Options: per-feature standardisation fitted on the training fold only (needed for
 hand-crafted features such as eGeMAPS; scikit-learn's ``StandardScaler`` in a ``Pipeline``
 before the SVC), and the paper's class balancing by random under-sampling of the training
-fold to the smallest class.
+fold to the smallest class. With ``blocks`` (set by ``encoder=fusion``) the pipeline starts
+with a :class:`~deeptalk_ser.evaluation.classifiers.fusion.BlockScaler`: each encoder's block of
+the fused features scaled to unit total variance on the training fold.
 
 A scikit-learn estimator (``get_params``, ``clone``, ``cross_val_predict`` work): ``__init__``
 only stores its parameters; what ``fit`` derives ends in ``_``.
@@ -11,6 +13,7 @@ only stores its parameters; what ``fit`` derives ends in ``_``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from deeptalk_ser.evaluation.classifiers.backend import APPROX_HEADS, check_fits, make_svc, select_backend
+from deeptalk_ser.evaluation.classifiers.fusion import BlockScaler
 from deeptalk_ser.utils.errors import ConfigError
 
 
@@ -31,6 +35,7 @@ def undersample(y: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+@dataclass(eq=False, repr=False)
 class SVMClassifier(ClassifierMixin, BaseEstimator):
     """RBF SVM on float32 features with string labels. ``class_order``: libsvm breaks one-vs-one
     vote ties in favour of the earlier class, so the order (listed classes first, the rest
@@ -38,26 +43,26 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
     ``backend`` is the preference as given; :attr:`resolved_backend` is the library used
     (``auto``, ``sklearn``, ``sklearnex``, ``cuml``, ``nystroem``: see :mod:`.backend`).
     ``cache_size``: MB of kernel cache of the exact backends (scikit-learn's default, 200);
-    ``n_components`` / ``approx_head``: the ``nystroem`` backend's feature count and linear head."""
+    ``n_components`` / ``approx_head``: the ``nystroem`` backend's feature count and linear head;
+    ``blocks``: the widths of fused encoder blocks (``encoder=fusion``), scaled per training fold."""
 
     #: trained on the task's labels (not the fine ones, see SadFirstClassifier)
     uses_fine_labels = False
 
-    def __init__(self, C: float = 1000.0, gamma: float | str = 0.1, standardize: bool = False,
-                 balance: bool = False, backend: str = "auto", seed: int = 0, name: str = "svm",
-                 class_order: Sequence[str] | None = None, cache_size: float = 200.0,
-                 n_components: int = 1024, approx_head: str = "ridge") -> None:
-        self.C = C
-        self.gamma = gamma
-        self.standardize = standardize
-        self.balance = balance
-        self.backend = backend
-        self.seed = seed
-        self.name = name
-        self.class_order = class_order
-        self.cache_size = cache_size
-        self.n_components = n_components
-        self.approx_head = approx_head
+    # scikit-learn reads the parameters from the generated ``__init__``'s signature, which only stores
+    # them (as it requires); eq/repr stay scikit-learn's (estimators are hashable, printed as usual)
+    C: float = 1000.0
+    gamma: float | str = 0.1
+    standardize: bool = False
+    balance: bool = False
+    backend: str = "auto"
+    seed: int = 0
+    name: str = "svm"
+    class_order: Sequence[str] | None = None
+    cache_size: float = 200.0
+    n_components: int = 1024
+    approx_head: str = "ridge"
+    blocks: Sequence[int] | None = None
 
     @property
     def resolved_backend(self) -> str:
@@ -92,7 +97,9 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
     def _make_model(self, backend: str) -> Any:
         svc = make_svc(backend, self.C, self.gamma, self.seed, cache_size=self.cache_size,
                        n_components=self.n_components, approx_head=self.approx_head)
-        return Pipeline([("scale", StandardScaler()), ("svc", svc)]) if self.standardize else svc
+        steps = [("fuse", BlockScaler(list(self.blocks)))] if self.blocks else []
+        steps += [("scale", StandardScaler())] if self.standardize else []
+        return Pipeline([*steps, ("svc", svc)]) if steps else svc
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "SVMClassifier":
         X, y = np.asarray(X, np.float32), np.asarray(y, dtype=object)
@@ -121,5 +128,6 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
         return {"name": self.name, "C": self.C, "gamma": self.gamma, "standardize": self.standardize,
                 "balance": self.balance, "backend": self.resolved_backend,
                 "class_order": list(self.class_order) if self.class_order else None,
+                **({"blocks": list(self.blocks)} if self.blocks else {}),
                 **({"n_components": self.n_components, "approx_head": self.approx_head}
                    if self.resolved_backend == "nystroem" else {})}
