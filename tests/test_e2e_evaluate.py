@@ -53,6 +53,11 @@ def test_default_run_ge2e_with_wandb_offline(corpus: Path, tmp_path: Path) -> No
     assert list((run / "wandb").glob("offline-run-*")), "W&B should log offline without an account"
     assert (run / "csv" / "metrics.csv").is_file()
     assert "| er | emodb | ge2e | utterance | svm | loso |" in proc.stdout
+    # one row per scored utterance, in the pooled order, with the speaker and fold that scored it
+    rows = list(csv.DictReader((run / res["predictions_file"]).open()))
+    assert len(rows) == res["n_utterances"] and len({r["id"] for r in rows}) == len(rows)
+    assert sum(r["true"] == r["pred"] for r in rows) / len(rows) == pytest.approx(res["wa"])
+    assert {r["fold"] for r in rows} == {f["name"] for f in res["folds"]}
     # a second run reuses the embedding store instead of extracting again
     run2 = tmp_path / "run2"
     run_script("evaluate.py", f"data.root={corpus}", f"hydra.run.dir={run2}", "logger=none", tmp=tmp_path)

@@ -31,6 +31,7 @@ from deeptalk_ser.evaluation.normalization import check_mode, normalise_per_spea
 from deeptalk_ser.evaluation.protocols import check_disjoint, group_values, write_split_file
 from deeptalk_ser.runs.common import embed_selected, finish_run, start_run
 from deeptalk_ser.utils.errors import ConfigError, DataError
+from deeptalk_ser.utils.io import write_text_atomic
 from deeptalk_ser.utils.loggers import flatten_config
 from deeptalk_ser.utils.progress import progress
 from deeptalk_ser.utils.reporting import plot_confusion
@@ -177,6 +178,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     pooled_speakers = np.concatenate([speakers[f.test] for f in folds]) if folds else np.array([], dtype=object)
     ci95 = speaker_bootstrap(y_true, y_pred, pooled_speakers, labels.classes, ci_cfg["n_resamples"], ci_cfg["seed"],
                              ci_cfg["level"])
+    write_predictions(out / "predictions.csv", utts, folds, y_true, y_pred)
     ua_folds = np.array([f["ua"] for f in fold_records])
     wa_folds = np.array([f["wa"] for f in fold_records])
     results: dict[str, Any] = {
@@ -190,7 +192,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "wa_fold_mean": float(wa_folds.mean()), "wa_fold_std": float(wa_folds.std()),
         "ua_fold_mean": float(np.nanmean(ua_folds)), "ua_fold_std": float(np.nanstd(ua_folds)),
         "speaker_independent": bool(protocol.speaker_independent),
-        "split_hash": split_hash, "split_file": "splits.json",
+        "split_hash": split_hash, "split_file": "splits.json", "predictions_file": "predictions.csv",
         "protocol_config": OmegaConf.to_container(cfg.protocol, resolve=True),
         "classifier_config": OmegaConf.to_container(cfg.classifier, resolve=True),
         "encoder_config": store.meta.get("key", {}),
@@ -215,6 +217,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return finish_run(cfg, out, results, metrics, {"test/confusion": png}, tables={"test/folds": fold_table(fold_records)},
                       confusion={"key": "test/confusion_matrix", "matrix": pooled["confusion"], "classes": labels.classes,
                                  "title": f"{cfg.data.name} {labels.name} {results['classifier']} (pooled over folds)"})
+
+
+def write_predictions(path: Path, utts: list[Utterance], folds: list, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+    """One row per scored utterance (id, speaker, fold, true, predicted), in the pooled order: what
+    a paired comparison of two runs, or any later analysis, needs without re-running the head."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "speaker", "fold", "true", "pred"])
+    rows = ((utts[i], f.name) for f in folds for i in f.test)
+    for (u, fold), t, p in zip(rows, y_true, y_pred, strict=True):
+        w.writerow([u.id, u.speaker, fold, t, p])
+    write_text_atomic(path, buf.getvalue())
 
 
 def fold_table(fold_records: list[dict[str, Any]]) -> list[dict[str, Any]]:
