@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -44,3 +45,36 @@ def reference_step_config() -> tuple[Any, float]:
 
     optimizer = instantiate(OmegaConf.load(CONF / "train.yaml").training.optimizer, _convert_="all")
     return optimizer, float(OmegaConf.load(CONF / "trainer" / "default.yaml").gradient_clip_val)
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """This machine's matmul rate (best of ``repeats`` n x n products, current thread count): the
+    denominator of every ``fraction_of_peak``, measured in the same run as the work it judges."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a @ b  # warm-up
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return {"matmul_n": n, "dtype": str(dtype).removeprefix("torch."), "device": device,
+            "threads": torch.get_num_threads(), "gflop_per_s": 2 * n ** 3 / best / 1e9}
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` by torch's flop counter (matmuls and convolutions, forward and
+    backward; element-wise work such as activations and optimiser updates is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def achieved(flops: float, seconds: float, peak: dict[str, Any]) -> dict[str, float]:
+    """``gflop_per_s`` and ``fraction_of_peak`` of ``flops`` done in ``seconds``."""
+    rate = flops / seconds / 1e9
+    return {"gflop_per_s": rate, "fraction_of_peak": rate / peak["gflop_per_s"]}

@@ -4,7 +4,10 @@ The paper's windowing (1 s windows, 10 ms hop) embeds every audio second ~100 ti
 reference path slices every window and runs the whole network on it (all windows of an
 utterance batched); the fast path frames the utterance and runs the DeepVOX filterbank once,
 then the GST per window. Both run in this process, on the same utterances, same threads.
-Also the reference partial-utterance embedding (200-frame partials, 50 % overlap).
+Also the reference partial-utterance embedding (200-frame partials, 50 % overlap). FLOPs of
+each path come from torch's flop counter (an untimed pass; convolutions and matmuls) and the
+float32 matmul peak is measured in the same run with the same threads: ``gflop_per_s`` and
+``fraction_of_peak`` say how close each path runs to the machine's limit.
 
     python benchmarks/extract_speed.py          # 60 EmoDB utterances
     python benchmarks/extract_speed.py --quick  # 10 utterances (< 1 min)
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import SHARED_DATA, write_results
+from _common import SHARED_DATA, achieved, count_flops, matmul_peak, write_results
 from deeptalk_ser.data.audio.io import load_audio
 from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkEncoder
 
@@ -52,8 +55,11 @@ def main() -> None:
         out = [fn(w, win, hop) for w in wavs]
         return time.perf_counter() - t0, out
 
+    peak = matmul_peak()
     t_ref, ref = run(enc.embed_windowed_reference)
     t_fast, fast = run(enc.embed_windowed)
+    flops_ref = count_flops(lambda: [enc.embed_windowed_reference(w, win, hop) for w in wavs])
+    flops_fast = count_flops(lambda: [enc.embed_windowed(w, win, hop) for w in wavs])
     n_windows = sum(len(r) for r in ref)
     diffs = [np.nanmax(np.abs(a - b)) for a, b in zip(ref, fast) if len(a)]
     # the reference partial embedding needs >= 200 frames (2 s) after VAD: time the ones it embeds
@@ -72,7 +78,9 @@ def main() -> None:
         "partial_utterance_seconds": t_partial, "partial_utterance_audio_seconds": partial_audio_s,
         "partial_utterance_audio_s_per_s": partial_audio_s / t_partial if partial_audio_s else None,
         "checkpoint": Path(args.checkpoint).name if args.checkpoint else None,
-        "device": "cpu",
+        "device": "cpu", "matmul_peak": peak,
+        "reference_flops": flops_ref, "fast_flops": flops_fast,
+        "reference_achieved": achieved(flops_ref, t_ref, peak), "fast_achieved": achieved(flops_fast, t_fast, peak),
     }
     for k, v in res.items():
         print(f"{k:32s} {v}")

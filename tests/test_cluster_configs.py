@@ -196,7 +196,7 @@ def test_slurm_task_gets_its_rank_from_slurm(tmp_path: Path, clean_env: pytest.M
 
 def test_slurm_launch_keeps_our_thread_count(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     """At fit/predict start Lightning's launcher resets torch threads to cpus // processes unless
-    OMP_NUM_THREADS is set; configure_threads sets it, so the DataLoader workers stay counted and a
+    OMP_NUM_THREADS is set; configure_threads_from_config sets it, so the DataLoader workers stay counted and a
     SLURM task's own cores are not divided twice."""
     _slurm_env(clean_env, ntasks=8, per_node=4, procid=2, nodes=2)
     clean_env.setattr(threads, "available_cpus", lambda: 8)  # the task's --cpus-per-task=8, bound

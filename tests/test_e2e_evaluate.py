@@ -39,6 +39,25 @@ def test_sweep_writes_one_aggregated_table(corpus: Path, tmp_path: Path) -> None
         # the fixture's emotions differ the same way for every speaker: well above chance (0.25 / 0.5)
         assert res["ua"] >= 0.7, (res["task"], res["classifier"], res["ua"])
         assert (sweep / r["run"] / "confusion.png").stat().st_size > 1000
+    # paired tests: ER and ED jobs scored other labels, so each task has its own best
+    for task in ("er", "ed"):
+        marks = sorted(r["vs_best"] for r in rows if r["task"] == task)
+        assert marks[0] == "best" and marks[1] in ("indistinguishable", "worse"), marks
+        p = [float(r["p_vs_best"]) for r in rows if r["task"] == task and r["vs_best"] != "best"]
+        assert len(p) == 1 and 2 / 2 ** 4 <= p[0] <= 1.0  # 4 speakers: 16 sign flips, p at least 2/16
+    assert (sweep / "forest.png").stat().st_size > 1000
+    # compare.py: the two ER jobs as a pair; an ER and an ED job are refused with the reason
+    er = [sweep / r["run"] for r in rows if r["task"] == "er"]
+    ed = next(sweep / r["run"] for r in rows if r["task"] == "ed")
+    out = tmp_path / "compare"
+    run_script("compare.py", f"runs=[{er[0]},{er[1]}]", f"hydra.run.dir={out}", tmp=tmp_path)
+    table = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [t["vs_best"] for t in table][0] == "best" and float(table[0]["ua"]) >= float(table[1]["ua"])
+    assert table[0]["ua_ci_low"] and (out / "forest.png").is_file()
+    proc = run_script("compare.py", f"runs=[{er[0]},{ed}]", f"hydra.run.dir={tmp_path / 'refused'}", tmp=tmp_path,
+                      check=False, env={"HYDRA_FULL_ERROR": "0"})
+    line = next(ln for ln in proc.stderr.splitlines() if ": error: " in ln)
+    assert proc.returncode == 1 and "cannot be compared" in line and "another true label" in line, proc.stderr
 
 
 def test_default_run_ge2e_with_wandb_offline(corpus: Path, tmp_path: Path) -> None:

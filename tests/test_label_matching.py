@@ -176,7 +176,9 @@ def test_evaluate_folder_with_capitalised_and_unknown_labels(tree: Path, tmp_pat
                       f"hydra.run.dir={run}", tmp=tmp_path)
     res = read_json(run / "results.json")
     assert res["class_counts"] == {c: N_PER_FOLDER for c in ("angry", "sad", "happy", "neutral")}
-    assert res["labels_left_out"] == {"bored": N_PER_FOLDER} and res["warnings"] == []
+    assert res["labels_left_out"] == {"bored": N_PER_FOLDER}
+    # no label warning; this tiny fixture may carry result-quality flags (evaluation/confounds.py)
+    assert [w for w in res["warnings"] if not w.startswith(("degenerate", "UA interval"))] == []
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("results -> ") and f"left out {N_PER_FOLDER} utterances with labels not in task er: bored" in last
 
@@ -187,5 +189,6 @@ def test_evaluate_folder_with_capitalised_and_unknown_labels(tree: Path, tmp_pat
     res = read_json(run / "results.json")
     assert res["class_counts"] == {"neutral": N_PER_FOLDER, "emotional": 2 * N_PER_FOLDER}
     assert res["labels_left_out"] == {"bored": 2 * N_PER_FOLDER}
-    assert res["warnings"] == ["task ed class emotional has no sad utterance: it is scored on angry, happy only"]
+    assert [w for w in res["warnings"] if not w.startswith(("degenerate", "UA interval"))] == [
+        "task ed class emotional has no sad utterance: it is scored on angry, happy only"]
     assert "emotional has no sad utterance" in proc.stdout.strip().splitlines()[-1]

@@ -98,9 +98,12 @@ def test_interrupted_prepare_resumes_to_the_clean_store(built: CropStore, corpus
     n_total = len(built.meta["shards"])
     assert 2 <= len(finished) < n_total  # at most the shards in flight finished after the kill
     assert not list(shard_dir.parent.glob("index/*/meta.json"))  # no index: the store is not usable yet
-    (shard_dir / f".{built.meta['shards'][0]}.npy.x.tmp").write_bytes(b"half a shard")  # a kill mid-write
+    leftover = shard_dir / f".{built.meta['shards'][0]}.npy.x.tmp"
+    leftover.write_bytes(b"half a shard")  # a kill mid-write
+    (shard_dir / f"{finished[0]}.json").write_text('{"version": ')  # a finished shard damaged later: redone
     rep = prepare_store(corpus, deeptalk_frontend(), root, shard_size=SHARD, num_workers=2)
-    assert rep.shards_reused == len(finished) and rep.shards_built == n_total - len(finished)
+    assert rep.shards_reused == len(finished) - 1 and rep.shards_built == n_total - len(finished) + 1
+    assert not leftover.exists()  # the lock holder cleans what a kill left
     assert_same_store(CropStore(rep.path), built)
     again = prepare_store(corpus, deeptalk_frontend(), root, shard_size=SHARD)
     assert again.reused and again.path == rep.path

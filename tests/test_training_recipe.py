@@ -285,7 +285,7 @@ def test_trainer_gradient_clip_val_clips_the_global_norm(tmp_path: Path) -> None
     path = tmp_path / "step1.ckpt"  # hyper-parameters stay plain values: no optimiser callable pickled
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    assert set(ckpt["hyper_parameters"]) == {"seed", "val_trial_seed", "n_speakers"}
+    assert set(ckpt["hyper_parameters"]) == {"seed", "val_trial_seed", "n_speakers", "deepvox"}
 
 
 def _experiment(tmp: Path, body: str) -> Path:

@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +24,6 @@ from typing import Any, Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from filelock import FileLock, Timeout
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -39,10 +38,11 @@ from deeptalk_ser.embedding.shards import (ExtractionIncomplete, ShardPlan, choo
 from deeptalk_ser.embedding.store import (EmbeddingStore, StoreRequest, open_store, plan_request, request_summary,
                                           store_key, store_path)
 from deeptalk_ser.embedding.windowing import Windowing, average_windows
-from deeptalk_ser.utils.errors import NOT_WRITABLE, AudioError, cache_not_writable
+from deeptalk_ser.utils.errors import AudioError
 from deeptalk_ser.utils.io import stable_hash, write_json_atomic
 from deeptalk_ser.utils.processes import worker_init
 from deeptalk_ser.utils.progress import progress_enabled
+from deeptalk_ser.utils.sharded import writer_lock
 
 log = logging.getLogger(__name__)
 # The writer takes positions from the batches themselves; Lightning's batch-index bookkeeping is not needed.
@@ -326,22 +326,11 @@ def _reused(store: EmbeddingStore, utts: list[Utterance], request: StoreRequest,
     return store, summary
 
 
-def store_lock(path: Path) -> FileLock:
-    """The lock file beside a store (``.<store>.lock``); says so when another run holds it. A
-    cache that cannot be written (the store, missing, would have been reused otherwise) is a
+def store_lock(path: Path) -> AbstractContextManager[None]:
+    """The lock beside a store (``.<store>.lock``, :func:`writer_lock`): a second run says it waits;
+    a cache that cannot be written (the store, missing, would have been reused otherwise) is a
     :class:`DataError` saying that extracting needs write access."""
-    lock = FileLock(str(path.with_name(f".{path.name}.lock")))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire(timeout=0)
-        lock.release()
-    except Timeout:
-        log.warning("another run is writing embedding store %s (lock %s): waiting for it", path, lock.lock_file)
-    except OSError as exc:
-        if exc.errno in NOT_WRITABLE:
-            raise cache_not_writable(path, "embedding store for these settings", exc) from exc
-        raise
-    return lock
+    return writer_lock(path.with_name(f".{path.name}.lock"), path, "embedding store for these settings")
 
 
 def _extract_locked(utts: list[Utterance], encoder: SpeakerEncoder, windowing: Windowing, store_root: Path,

@@ -1,15 +1,14 @@
-"""Shards of an extraction: the plan, atomic shard files, the resume scan and the merge check.
+"""Shards of an extraction: the plan, the shard files' content, the resume check and the merge.
 
-The plan cuts the manifest into contiguous shards that depend only on the manifest and the
-shard size, never on the number of processes, so a restart with other ranks keeps every
-finished shard. Design: docs/design/extraction.md.
+The plan cuts the work into contiguous shards that depend only on the work and the shard
+size, never on the number of processes, so a restart with other ranks keeps every finished
+shard. Atomic writes, the resume scan and the count check are the shared mechanism of
+``utils/sharded.py``. Design: docs/design/extraction.md.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,9 @@ import numpy as np
 
 from deeptalk_ser.embedding.store import EmbeddingStore
 from deeptalk_ser.utils.errors import AudioError
-from deeptalk_ser.utils.io import write_json_atomic, writing
+from deeptalk_ser.utils.io import write_json_atomic
+from deeptalk_ser.utils.sharded import (ShardsIncomplete, check_coverage, finished_shards, matching_json,
+                                        write_shard_file)
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ MIN_SHARDS_PER_RANK = 4
 REASONS = ("short", "error")
 
 
-class ExtractionIncomplete(RuntimeError):
-    """The shards do not account for every manifest utterance (names the missing ids)."""
+#: the shards do not account for every utterance of the work (names the missing ids)
+ExtractionIncomplete = ShardsIncomplete
 
 
 @dataclass
@@ -88,16 +89,13 @@ def work_key(key: dict[str, Any]) -> dict[str, Any]:
 def load_or_create_plan(work_dir: Path, n: int, shard_size: int, wkey: dict[str, Any]) -> ShardPlan:
     """The plan of the first attempt (kept so its shards stay valid), else a new one."""
     path = work_dir / "plan.json"
+    saved = matching_json(path, {"work_key": wkey, "n": n})
+    if saved is not None and isinstance(saved.get("shard_size"), int) and saved["shard_size"] >= 1:
+        if saved["shard_size"] != shard_size:
+            log.info("resuming with the shard plan of the first attempt (shard_size %d, not %d)",
+                     saved["shard_size"], shard_size)
+        return ShardPlan(n, saved["shard_size"])
     if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except ValueError:
-            saved = {}
-        if saved.get("work_key") == wkey and saved.get("n") == n and int(saved.get("shard_size", 0)) >= 1:
-            if saved["shard_size"] != shard_size:
-                log.info("resuming with the shard plan of the first attempt (shard_size %d, not %d)",
-                         saved["shard_size"], shard_size)
-            return ShardPlan(n, int(saved["shard_size"]))
         log.warning("%s belongs to other work; starting a new plan", path)
     plan = ShardPlan(n, shard_size)
     write_json_atomic(path, {**plan.to_dict(), "work_key": wkey})
@@ -139,7 +137,7 @@ def write_shard_arrays(shard_dir: Path, rank: int, k: int, plan: ShardPlan, key_
                        dropped_positions: np.ndarray | None = None, dropped_ids: Sequence[str] = (),
                        dropped_reasons: Sequence[str] = (), dropped_paths: Sequence[str] = (),
                        dropped_messages: Sequence[str] = (), windows: int = 0, audio_seconds: float = 0.0) -> Path:
-    """Write ``shard_dir/rank{rank}-{k:05d}.npz`` (temporary name, fsync, rename): the shard's
+    """Write ``shard_dir/rank{rank}-{k:05d}.npz`` atomically (:func:`write_shard_file`): the shard's
     own index (number, position range, key hash, embedded and dropped positions and ids, drop
     reasons) plus its float32 rows."""
     start, stop = plan.bounds(k)
@@ -157,17 +155,7 @@ def write_shard_arrays(shard_dir: Path, rank: int, k: int, plan: ShardPlan, key_
         "dropped_paths": strings(dropped_paths), "dropped_messages": strings(dropped_messages),
         "windows": np.int64(windows), "audio_seconds": np.float64(audio_seconds),
     }
-    final = shard_dir / shard_name(rank, k)
-    tmp = shard_dir / f".{final.name}.{os.getpid()}.tmp"
-    try:
-        with writing(final), open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:  # a full disk (or any failure) leaves no half-written shard behind
-        tmp.unlink(missing_ok=True)
-    return final
+    return write_shard_file(shard_dir / shard_name(rank, k), lambda f: np.savez(f, **arrays))
 
 
 @dataclass
@@ -219,39 +207,19 @@ def read_shard_index(path: Path, k: int, plan: ShardPlan, key_hash: str, manifes
 
 def scan_shards(shard_dir: Path, plan: ShardPlan, key_hash: str, manifest_ids: np.ndarray,
                 clean: bool = False) -> dict[int, ShardInfo]:
-    """Finished shards by index. ``clean`` (rank 0 only) removes temporary and invalid files.
+    """Finished shards by index (:func:`finished_shards`). ``clean`` (rank 0 only, holding the
+    store's lock) removes temporary and invalid files."""
 
-    If two valid files hold the same shard (e.g. two ranks after a change of world size), the
-    first by name is used and the other ignored: a shard never counts twice."""
-    found: dict[int, ShardInfo] = {}
-    if not shard_dir.is_dir():
-        return found
-    for path in sorted(shard_dir.iterdir()):
-        if path.name.endswith(".tmp"):
-            if clean:
-                path.unlink(missing_ok=True)  # a write interrupted by a kill
-            continue
-        m = SHARD_RE.match(path.name)
-        if not m:
-            continue
-        k = int(m.group(2))
+    def parse(name: str) -> int | None:
+        m = SHARD_RE.match(name)
+        return int(m.group(2)) if m else None
+
+    def check(k: int, path: Path) -> ShardInfo:
         if k >= plan.n_shards:
-            problem = "beyond the plan"
-        else:
-            try:
-                info = read_shard_index(path, k, plan, key_hash, manifest_ids)
-            except Exception as exc:  # unreadable, truncated, foreign: redo that shard
-                problem = str(exc)
-            else:
-                if k in found:
-                    log.warning("shard %d exists twice (%s, %s): using the first", k, found[k].path.name, path.name)
-                else:
-                    found[k] = info
-                continue
-        log.warning("ignoring shard file %s: %s", path, problem)
-        if clean:
-            path.unlink(missing_ok=True)
-    return found
+            raise ValueError("beyond the plan")
+        return read_shard_index(path, k, plan, key_hash, manifest_ids)
+
+    return finished_shards(shard_dir, parse, check, clean=clean)
 
 
 def first_error(infos: dict[int, ShardInfo]) -> AudioError | None:
@@ -278,19 +246,8 @@ def merge_shards(infos: dict[int, ShardInfo], plan: ShardPlan, manifest_ids: np.
     Returns the store and the summary of this work (``extra`` added; wall time since ``t0``),
     which is also the store's ``meta["summary"]``."""
     n = plan.n
-    count = np.zeros(n, np.int32)
-    for info in infos.values():
-        np.add.at(count, info.positions, 1)
-        np.add.at(count, info.dropped_positions, 1)
-    missing = np.flatnonzero(count == 0)
-    if len(missing):
-        names = manifest_ids[missing[:20]].tolist()
-        raise ExtractionIncomplete(f"{len(missing)} of {n} manifest utterances are neither embedded nor dropped "
-                                   f"(missing shards?): {names}{' ...' if len(missing) > 20 else ''}")
-    twice = np.flatnonzero(count > 1)
-    if len(twice):  # cannot happen with one file per shard index; never count an utterance twice
-        raise ExtractionIncomplete(f"{len(twice)} utterances are in more than one shard: "
-                                   f"{manifest_ids[twice[:20]].tolist()}")
+    check_coverage(manifest_ids, (p for i in infos.values() for p in (i.positions, i.dropped_positions)),
+                   "utterances of the work")
     order = [infos[k] for k in sorted(infos)]
     summary = ExtractionSummary(utterances_in=n)
     drops = sorted((int(p), str(r), str(path), str(msg), str(manifest_ids[p]))

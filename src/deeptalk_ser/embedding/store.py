@@ -5,7 +5,8 @@ on open), ``ids.txt`` (one utterance id per row), ``fingerprints.txt`` (extracti
 fingerprint of the audio behind each row, aligned with ``ids.txt``), ``meta.json`` (the cache
 key: encoder config, windowing, dtype; the utterances dropped with their reasons and
 fingerprints; the summary of the job that last wrote it). The directory is written under a
-temporary name and renamed, so a store either exists complete or not at all.
+temporary name and renamed (``utils/sharded.replace_dir``), so a store either exists complete
+or not at all.
 
 An extraction store is one per corpus (``<cache>/embeddings/<data.name>``), encoder, windowing
 and dtype; every job selects its rows by id, and a job that asks for ids the store lacks (or
@@ -19,8 +20,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -28,8 +27,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from deeptalk_ser.data.manifest import Utterance
-from deeptalk_ser.utils.errors import NOT_WRITABLE, DataError, cache_not_writable
-from deeptalk_ser.utils.io import make_temp_dir, stable_hash
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.utils.io import stable_hash
+from deeptalk_ser.utils.sharded import matching_json, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,7 @@ class EmbeddingStore:
             raise ValueError("embedding store ids must not contain line breaks")
         if fingerprints is not None and len(fingerprints) != len(ids):
             raise ValueError(f"{len(fingerprints)} fingerprints for {len(ids)} ids")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = make_temp_dir(path.parent, prefix=f".{path.name}.")
-        except OSError as exc:
-            if exc.errno in NOT_WRITABLE:
-                raise cache_not_writable(path, "embedding store for these settings", exc) from exc
-            raise
-        try:
+        with replace_dir(path, "embedding store for these settings") as tmp:
             header = np.lib.format.header_data_from_array_1_0(np.empty((0, dim), dtype=np.dtype(dtype)))
             header["shape"] = (len(ids), dim)
             row = 0
@@ -101,19 +94,6 @@ class EmbeddingStore:
             if fingerprints is not None:
                 (tmp / "fingerprints.txt").write_text("".join(f"{f}\n" for f in fingerprints), encoding="utf-8")
             (tmp / "meta.json").write_text(json.dumps({**meta, "n": len(ids), "dtype": dtype}, indent=2, default=str))
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except OSError as exc:  # e.g. a full disk: name the store (the finally removes the half-written one)
-            exc.filename = exc.filename or str(path)
-            raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return cls.open(path)
 
     @classmethod
@@ -254,12 +234,9 @@ def request_summary(store: EmbeddingStore, utts: Sequence[Utterance], request: S
 
 def open_store(path: Path, key: dict[str, Any]) -> EmbeddingStore | None:
     """The store at ``path`` if it was made with ``key`` (compared as stored: JSON), else None."""
-    if not (path / "meta.json").is_file():
+    if matching_json(path / "meta.json", {"key": key}) is None:
         return None
-    store = EmbeddingStore.open(path)
-    if store.meta.get("key") != json.loads(json.dumps(key, default=str)):
-        return None
-    return store
+    return EmbeddingStore.open(path)
 
 
 def open_matching_store(path: Path, key: dict[str, Any]) -> tuple[EmbeddingStore, dict[str, Any]] | None:

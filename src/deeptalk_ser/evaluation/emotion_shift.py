@@ -16,10 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from deeptalk_ser.data.manifest import Utterance
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from deeptalk_ser.evaluation.verification import unit_rows
 
 
 def _stats(scores: Sequence[float]) -> dict[str, float]:
@@ -38,7 +35,7 @@ def emotion_shift(utts: Sequence[Utterance], emb: np.ndarray, emotions: Sequence
     missing = [u.id for u in utts if u.extra.get(text_key) is None]
     if missing:
         raise ValueError(f"{len(missing)} utterance(s) lack the text key {text_key!r} (e.g. {missing[:3]})")
-    unit = _unit(np.asarray(emb, dtype=np.float64))
+    unit = unit_rows(emb)
     by_speaker_text: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     neutral_by_speaker: dict[str, list[int]] = defaultdict(list)
     for i, u in enumerate(utts):

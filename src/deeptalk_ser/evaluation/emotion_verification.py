@@ -28,15 +28,10 @@ import numpy as np
 
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.evaluation.intervals import eer_bootstrap
-from deeptalk_ser.evaluation.verification import compute_eer, compute_min_dcf
+from deeptalk_ser.evaluation.verification import compute_eer, compute_min_dcf, unit_rows
 from deeptalk_ser.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
 
 
 def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label: str = "neutral",
@@ -52,7 +47,7 @@ def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label
     (:mod:`deeptalk_ser.evaluation.intervals`)."""
     if len(utts) != len(emb):
         raise ValueError(f"{len(utts)} utterances for {len(emb)} embeddings")
-    unit = _unit(np.asarray(emb, dtype=np.float64))
+    unit = unit_rows(emb)
     labels = np.array([u.label for u in utts], dtype=object)
     speakers = np.array([u.speaker for u in utts], dtype=object)
     present = sorted({str(x) for x in labels if x is not None})
@@ -72,7 +67,7 @@ def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label
         k = spk_index[speakers[i]]
         sums[k] += unit[i]
         counts[k] += 1
-    models = _unit(sums / counts[:, None])
+    models = unit_rows(sums / counts[:, None])
     if len(enrolled) < 2:
         raise ConfigError("task.enrol_label", f"{len(enrolled)} speaker(s) with {enrol_label!r} speech: "
                                               "verification needs at least 2 enrolled speakers")
@@ -90,7 +85,7 @@ def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label
             rest = sums[own] - unit[rows]
             n_rest = counts[own] - 1
             keep_target = n_rest > 0
-            loo = _unit(rest[keep_target] / n_rest[keep_target, None])
+            loo = unit_rows(rest[keep_target] / n_rest[keep_target, None])
             target = np.einsum("ij,ij->i", unit[rows][keep_target], loo)
         nontarget_mask = np.ones_like(scores, dtype=bool)
         nontarget_mask[np.arange(len(rows)), own] = False
@@ -131,8 +126,9 @@ def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label
             "mean_emotional_eer": pooled_eer}
 
 
-def plot_emotion_verification(res: dict[str, Any], path: str, title: str) -> str:
-    """Bar plot of EER per test emotion, the neutral reference first and marked by a line."""
+def plot_emotion_verification(res: dict[str, Any], path: str, title: str, before: dict[str, Any] | None = None) -> str:
+    """Bar plot of EER per test emotion, the neutral reference first and marked by a line; with
+    ``before`` (the same trials without compensation) its bars stand beside each emotion's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,16 +136,26 @@ def plot_emotion_verification(res: dict[str, Any], path: str, title: str) -> str
 
     names = list(res["emotions"])
     eers = [res["emotions"][e]["eer"] for e in names]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.4))
-    colours = ["tab:grey" if e == res["enrol_label"] else "tab:red" for e in names]
-    ax.bar(names, eers, color=colours)
+    x = np.arange(len(names), dtype=float)
+    width = 0.8 if before is None else 0.4
+    fig, ax = plt.subplots(figsize=(1.0 + (0.9 if before is None else 1.3) * len(names), 3.4))
+    bars = [(eers, x if before is None else x + width / 2, "compensated" if before is not None else None)]
+    if before is not None:
+        bars.insert(0, ([before["emotions"].get(e, {}).get("eer", np.nan) for e in names], x - width / 2, "uncompensated"))
+    for k, (vals, pos, label) in enumerate(bars):
+        colours = ["tab:grey" if e == res["enrol_label"] else ("tab:red" if k == len(bars) - 1 else "tab:orange")
+                   for e in names]
+        ax.bar(pos, vals, width=width, color=colours, label=label, alpha=1.0 if k == len(bars) - 1 else 0.55)
+        for p, v in zip(pos, vals):
+            if np.isfinite(v):
+                ax.text(p, v, f"{v:.3f}", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(x, names)
     if res["reference_eer"] is not None:
         ax.axhline(res["reference_eer"], color="black", lw=0.8, ls="--", label=f"{res['enrol_label']} reference")
-        ax.legend(fontsize=8)
+    if res["reference_eer"] is not None or before is not None:
+        ax.legend(fontsize=7)
     ax.set_ylabel("EER")
     ax.set_title(title, fontsize=9)
-    for x, v in enumerate(eers):
-        ax.text(x, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

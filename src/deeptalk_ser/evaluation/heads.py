@@ -27,6 +27,7 @@ import numpy as np
 
 from deeptalk_ser.embedding.encoders.options import PLAIN, saved_encoder_record, validated_encoder_config
 from deeptalk_ser.evaluation.classifiers.hierarchical import SadFirstClassifier
+from deeptalk_ser.evaluation.classifiers.standard import KNNClassifier, LinearSVMClassifier, LogRegClassifier, MLPHead
 from deeptalk_ser.evaluation.classifiers.svm import SVMClassifier
 from deeptalk_ser.utils.errors import ConfigError, DataError
 from deeptalk_ser.utils.io import atomic_path, write_json_atomic
@@ -39,7 +40,12 @@ READABLE_FORMATS = (1, 2)
 #: ``encoder=fusion``, the per-block scaler (our own class: plain parameters, numpy arrays)
 HEAD_ESTIMATORS = frozenset({("sklearn.svm._classes", "SVC"), ("sklearn.pipeline", "Pipeline"),
                              ("sklearn.preprocessing._data", "StandardScaler"),
-                             ("deeptalk_ser.evaluation.classifiers.fusion", "BlockScaler")})
+                             ("deeptalk_ser.evaluation.classifiers.fusion", "BlockScaler"),
+                             # the standard heads (classifiers/standard.py); an MLP predicts through its label binarizer
+                             ("sklearn.linear_model._logistic", "LogisticRegression"), ("sklearn.svm._classes", "LinearSVC"),
+                             ("sklearn.neural_network._multilayer_perceptron", "MLPClassifier"),
+                             ("sklearn.preprocessing._label", "LabelBinarizer"),
+                             ("sklearn.neighbors._classification", "KNeighborsClassifier")})
 #: every (skops loader, module, class) a head's object tree may contain; anything else is refused
 ALLOWED_NODES = frozenset(
     {("ObjectNode", m, c) for m, c in HEAD_ESTIMATORS}
@@ -51,7 +57,11 @@ ALLOWED_NODES = frozenset(
 RECORD_KEYS = frozenset({"format", "kind", "params", "parts", "versions", "task", "classes", "labels",
                          "uses_fine_labels", "n_train", "data", "encoder", "encoder_option", "store_key"})
 LABEL_KEYS = frozenset({"name", "classes", "label_map", "coarse_map"})
-HEAD_CLASSES = {"svm": SVMClassifier, "sad_first": SadFirstClassifier}
+#: the flat heads a saved head (or a Sad-First stage) may be, by ``kind``
+FLAT_HEADS: dict[str, type] = {"svm": SVMClassifier, "logreg": LogRegClassifier, "linear_svm": LinearSVMClassifier,
+                               "mlp": MLPHead, "knn": KNNClassifier}
+HEAD_CLASSES: dict[str, type] = {**FLAT_HEADS, "sad_first": SadFirstClassifier}
+STAGES = ("first_stage", "second_stage")
 MAX_SCHEMA_BYTES = 64 << 20
 
 
@@ -118,29 +128,35 @@ def _load_model(path: Path) -> Any:
         raise DataError(path, f"cannot load the saved model ({type(exc).__name__}: {exc})") from None
 
 
-def _svm_part(clf: Any) -> dict[str, Any]:
-    if not isinstance(clf, SVMClassifier):
-        raise ConfigError("save_model", f"saved heads hold SVM stages; this one has a {type(clf).__name__}")
+def _flat_kind(clf: Any) -> str:
+    """The ``kind`` of a flat head (exact class: a subclass could carry other state)."""
+    kind = next((k for k, cls in FLAT_HEADS.items() if type(clf) is cls), None)
+    if kind is None:
+        raise ConfigError("save_model", f"saved heads are {', '.join(FLAT_HEADS)} or Sad-First over them, not "
+                                        f"{type(clf).__name__}")
+    return kind
+
+
+def _flat_part(clf: Any) -> dict[str, Any]:
+    _flat_kind(clf)
     if getattr(clf, "backend_", "sklearn") != "sklearn":
         raise ConfigError("classifier.backend", f"the head was fitted with {clf.backend_}; save_model needs "
                                                 "classifier.backend=sklearn (a portable CPU model)")
     return {"classes": [str(c) for c in clf.classes_], "n_features": int(clf.n_features_in_)}
 
 
-def save_head(clf: SVMClassifier | SadFirstClassifier, out: str | Path, meta: dict[str, Any]) -> Path:
+def save_head(clf: Any, out: str | Path, meta: dict[str, Any]) -> Path:
     """Write a fitted head and ``meta`` (task, classes, encoder config, ...) to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(clf, SadFirstClassifier):
         stages = {"stage1": clf.stage1_, "stage2": clf.stage2_}
         kind = "sad_first"
-    elif isinstance(clf, SVMClassifier):
-        stages, kind = {"flat": clf}, "svm"
     else:
-        raise ConfigError("classifier", f"save_model supports svm and hierarchical heads, not {type(clf).__name__}")
+        stages, kind = {"flat": clf}, _flat_kind(clf)
     parts = {}
     for name, stage in stages.items():
-        parts[name] = _svm_part(stage)
+        parts[name] = _flat_part(stage)
         _dump_model(stage.model_, out / f"{name}.skops")
     meta = dict(meta)
     if "encoder" in meta:  # the option's name and its plain values; the class always comes from conf/encoder
@@ -152,17 +168,19 @@ def save_head(clf: SVMClassifier | SadFirstClassifier, out: str | Path, meta: di
     return out
 
 
-def _head_params(clf: SVMClassifier | SadFirstClassifier) -> dict[str, Any]:
-    """Plain parameters: an SVM's own, or Sad-First's with each stage's SVM parameters nested."""
+def _head_params(clf: Any) -> dict[str, Any]:
+    """Plain parameters: a flat head's own, or Sad-First's with each stage's parameters nested
+    and the stages' kinds in ``stage_kinds``."""
     if isinstance(clf, SadFirstClassifier):
         stages = clf.stage_estimators()
         return {"first_class": clf.first_class, "name": clf.name,
+                "stage_kinds": {k: _flat_kind(stages[k]) for k in STAGES},
                 "first_stage": stages["first_stage"].get_params(),
                 "second_stage": None if clf.second_stage is None else stages["second_stage"].get_params()}
     return clf.get_params()
 
 
-def portable(make_classifier: Any) -> SVMClassifier | SadFirstClassifier:
+def portable(make_classifier: Any) -> Any:
     """A fresh head on the scikit-learn backend everywhere (the stages too): the one whose fitted
     model is portable and saved without pickle."""
     from sklearn.base import clone
@@ -175,15 +193,26 @@ def _is_plain(value: Any) -> bool:
     return isinstance(value, PLAIN) or (isinstance(value, list) and all(isinstance(v, PLAIN) for v in value))
 
 
+def _stage_kinds(params: dict[str, Any], path: Path) -> dict[str, str]:
+    """Each Sad-First stage's flat kind (``svm`` where a format-2 head predates ``stage_kinds``)."""
+    kinds = params.get("stage_kinds", {})
+    if not isinstance(kinds, dict) or set(kinds) - set(STAGES) or not all(k in FLAT_HEADS for k in kinds.values()):
+        raise DataError(path, f"refused: params.stage_kinds must map {list(STAGES)} to one of {sorted(FLAT_HEADS)}")
+    return {k: kinds.get(k, "svm") for k in STAGES}
+
+
 def _check_params(params: dict[str, Any], kind: str, path: Path, prefix: str = "params.") -> None:
-    """Known parameters with plain values (Sad-First: its own, and each stage's as an SVM's)."""
-    allowed = set(SVMClassifier().get_params()) if kind == "svm" else {"first_class", "name", "first_stage",
-                                                                       "second_stage"}
+    """Known parameters with plain values (Sad-First: its own, and each stage's as its kind's)."""
+    allowed = set(HEAD_CLASSES[kind]().get_params()) if kind in FLAT_HEADS else {
+        "first_class", "name", "first_stage", "second_stage", "stage_kinds"}
+    kinds = _stage_kinds(params, path) if kind == "sad_first" else {}
     for key, value in params.items():
-        if key in ("first_stage", "second_stage") and kind == "sad_first" and (isinstance(value, dict) or
-                                                                              (value is None and key == "second_stage")):
+        if key == "stage_kinds" and kind == "sad_first":
+            continue
+        if key in STAGES and kind == "sad_first" and (isinstance(value, dict) or
+                                                      (value is None and key == "second_stage")):
             if value is not None:
-                _check_params(value, "svm", path, f"{prefix}{key}.")
+                _check_params(value, kinds[key], path, f"{prefix}{key}.")
         elif key not in allowed or not _is_plain(value):
             raise DataError(path, f"refused: {prefix}{key} is not a plain {HEAD_CLASSES[kind].__name__} parameter")
 
@@ -209,7 +238,7 @@ def _checked_record(info: Any, path: Path, allow_trust_checkpoint: bool) -> dict
     if not isinstance(params, dict):
         raise DataError(path, "refused: params is not a mapping")
     _check_params(params, kind, path)
-    expected = {"flat"} if kind == "svm" else {"stage1", "stage2"}
+    expected = {"flat"} if kind in FLAT_HEADS else {"stage1", "stage2"}
     parts = info.get("parts")
     if not isinstance(parts, dict) or set(parts) != expected or not all(
             isinstance(p, dict) and isinstance(p.get("n_features"), int) and isinstance(p.get("classes"), list)
@@ -229,15 +258,15 @@ def _checked_record(info: Any, path: Path, allow_trust_checkpoint: bool) -> dict
     return info
 
 
-def _rebuild_svm(params: dict[str, Any], part: dict[str, Any], model: Any) -> SVMClassifier:
-    svm = SVMClassifier(**params)
-    svm.classes_ = np.array(part["classes"], dtype=object)
-    svm.model_, svm.backend_, svm.n_features_in_ = model, "sklearn", part["n_features"]
-    return svm
+def _rebuild(kind: str, params: dict[str, Any], part: dict[str, Any], model: Any) -> Any:
+    head = FLAT_HEADS[kind](**params)
+    head.classes_ = np.array(part["classes"], dtype=object)
+    head.model_, head.backend_, head.n_features_in_ = model, "sklearn", part["n_features"]
+    return head
 
 
 def load_head(model_dir: str | Path, allow_trust_checkpoint: bool = False
-              ) -> tuple[SVMClassifier | SadFirstClassifier, dict[str, Any]]:
+              ) -> tuple[Any, dict[str, Any]]:
     """The head saved in ``model_dir`` and its checked ``head.json`` record (its ``encoder`` a
     config of one of the project's encoders, with the project's ``_target_``)."""
     model_dir = Path(model_dir)
@@ -253,36 +282,37 @@ def load_head(model_dir: str | Path, allow_trust_checkpoint: bool = False
         raise DataError(info_path, f"saved with scikit-learn {info['versions']['scikit-learn']}, this environment has "
                                    f"{_versions()['scikit-learn']}: refit the head (models are not portable across versions)")
     params = info["params"]
-    if info["kind"] == "svm":
-        return _rebuild_svm(params, info["parts"]["flat"], _load_model(model_dir / "flat.skops")), info
-    stages = {k: SVMClassifier(**params[k]) if params.get(k) else None for k in ("first_stage", "second_stage")}
+    if info["kind"] in FLAT_HEADS:
+        return _rebuild(info["kind"], params, info["parts"]["flat"], _load_model(model_dir / "flat.skops")), info
+    kinds = _stage_kinds(params, info_path)
+    stages = {k: FLAT_HEADS[kinds[k]](**params[k]) if params.get(k) else None for k in STAGES}
     head = SadFirstClassifier(**stages, first_class=params.get("first_class", "sad"), name=params.get("name", "hierarchical"))
     stage_params = head.stage_estimators()
-    head.stage1_ = _rebuild_svm(stage_params["first_stage"].get_params(), info["parts"]["stage1"],
-                                _load_model(model_dir / "stage1.skops"))
-    head.stage2_ = _rebuild_svm(stage_params["second_stage"].get_params(), info["parts"]["stage2"],
-                                _load_model(model_dir / "stage2.skops"))
+    kinds["second_stage"] = _flat_kind(stage_params["second_stage"])  # None: a copy of the first
+    head.stage1_ = _rebuild(kinds["first_stage"], stage_params["first_stage"].get_params(), info["parts"]["stage1"],
+                            _load_model(model_dir / "stage1.skops"))
+    head.stage2_ = _rebuild(kinds["second_stage"], stage_params["second_stage"].get_params(), info["parts"]["stage2"],
+                            _load_model(model_dir / "stage2.skops"))
     head.backend_ = "sklearn"
     head.classes_ = np.array(sorted(set(head.stage2_.classes_) | {head.first_class}), dtype=object)
     head.n_features_in_ = head.stage1_.n_features_in_
     return head, info
 
 
-def class_scores(clf: SVMClassifier | SadFirstClassifier, X: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Per-class scores for tables: the SVM's one-vs-rest decision values (flat head), or for
-    Sad-First the first stage's sad-vs-rest value and the second stage's values for the others."""
+def class_scores(clf: Any, X: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Per-class scores for tables: the head's one-vs-rest decision values, or class probabilities
+    where its model has no decision function (MLP, kNN); for Sad-First the first stage's value for
+    ``first_class`` and the second stage's values for the others."""
     X = np.asarray(X, np.float32)
 
-    def ovr(svm: SVMClassifier) -> np.ndarray:
-        d = np.asarray(svm.model_.decision_function(X), dtype=np.float64)
-        return d[:, None] if d.ndim == 1 else d
+    def per_class(head: Any) -> np.ndarray:
+        model = head.model_
+        d = np.asarray(model.decision_function(X) if hasattr(model, "decision_function") else model.predict_proba(X),
+                       dtype=np.float64)
+        return np.stack([-d, d], axis=1) if d.ndim == 1 else d  # two classes: one value, positive for classes_[1]
 
     if isinstance(clf, SadFirstClassifier):
-        first = ovr(clf.stage1_)
-        sign = 1.0 if list(clf.stage1_.classes_).index(clf.first_class) == 1 else -1.0
+        first = per_class(clf.stage1_)[:, list(clf.stage1_.classes_).index(clf.first_class)]
         names = [clf.first_class] + [str(c) for c in clf.stage2_.classes_]
-        return names, np.concatenate([sign * first[:, :1], ovr(clf.stage2_)], axis=1)
-    d = ovr(clf)
-    if d.shape[1] == 1:  # two classes: one value, positive for classes_[1]
-        d = np.concatenate([-d, d], axis=1)
-    return [str(c) for c in clf.classes_], d
+        return names, np.concatenate([first[:, None], per_class(clf.stage2_)], axis=1)
+    return [str(c) for c in clf.classes_], per_class(clf)

@@ -11,6 +11,8 @@ in results and split files):
   ``split`` column (or any other key via ``split_by``, e.g. IEMOCAP sessions).
 - :class:`GroupHoldoutProtocol` (``group_holdout``): one seeded random train/test draw of whole
   groups (the CREMA-D paper's intended 70/30 actor split).
+- :class:`EmoBoxFoldsProtocol` (``emobox``): EmoBox's published fold files, speaker independence
+  read from the speakers each split holds.
 
 The ``*Protocol`` suffix keeps them apart from scikit-learn's splitters of similar names, which
 take arrays, not manifest rows, and (for k-fold) deal groups differently.
@@ -37,7 +39,7 @@ from sklearn.model_selection import LeaveOneGroupOut, ShuffleSplit
 
 from deeptalk_ser.utils.io import write_text_atomic
 from deeptalk_ser.data.manifest import Utterance
-from deeptalk_ser.utils.errors import ConfigError
+from deeptalk_ser.utils.errors import ConfigError, DataError
 
 SPLIT_FILE_VERSION = 1
 
@@ -101,6 +103,10 @@ class Protocol:
 
     def make_folds(self, utts: Sequence[Utterance], labels: np.ndarray) -> list[Fold]:
         raise NotImplementedError
+
+    def use_manifest(self, utts: Sequence[Utterance]) -> None:
+        """The whole prepared manifest, task utterances or not: a protocol that lists utterances by
+        id (EmoBox folds) tells an id of another class from an id that does not exist."""
 
     def check_requirements(self, utts: Sequence[Utterance]) -> None:
         for key, want in self.require.items():
@@ -271,6 +277,109 @@ class GroupHoldoutProtocol(Protocol):
         if len(train) == 0 or len(test) == 0:
             raise ValueError(f"holdout: {len(train)} train rows, {len(test)} test rows (too few groups present)")
         return [Fold(f"holdout{int(round(100 * self.test_size))}", train, test)]
+
+
+class EmoBoxFoldsProtocol(Protocol):
+    """EmoBox's published folds (``protocol=emobox protocol.folds_dir=<EmoBox>/data/<corpus>``), read
+    in EmoBox's own format: ``fold_<k>/<corpus>_train_fold_<k>.jsonl`` and ``..._test_fold_<k>.jsonl``
+    (``fold<k>`` also accepted), one JSON object per line with at least ``key`` (``emodb-03a01Wa``,
+    i.e. ``<dataset>-<file stem>``) and ``wav`` (``downloads/emodb/wav/03a01Wa.wav``).
+
+    An entry matches the manifest utterance whose id is, in this order, the ``key`` itself, the
+    ``key`` without its ``<dataset>-`` prefix, or the stem of ``wav``. An entry no manifest id
+    matches is refused (file and line named): a fold that silently lost rows is not EmoBox's fold.
+    Entries of manifest utterances outside the task (EmoDB's boredom in a 4-class run) or dropped at
+    extraction are left out of that fold.
+
+    Speaker independence is read from the speakers each split actually holds, not assumed (EmoBox's
+    EmoDB and CREMA-D folds share speakers): ``speaker_independent`` null declares the protocol
+    speaker-dependent if any fold shares a speaker, true refuses such a fold naming the speakers,
+    false accepts it."""
+
+    name = "emobox"
+
+    def __init__(self, folds_dir: str | None = None, speaker_independent: bool | None = None, **kw) -> None:
+        # independent until the folds are read (null, true) or as declared (false); see make_folds
+        super().__init__(speaker_independent=speaker_independent is not False, **kw)
+        self.folds_dir = Path(str(folds_dir)) if folds_dir else None
+        self.declared = speaker_independent
+        self._manifest_ids: set[str] | None = None
+
+    def use_manifest(self, utts: Sequence[Utterance]) -> None:
+        self._manifest_ids = {u.id for u in utts}
+
+    def describe(self) -> dict:
+        return {"name": self.name, "folds_dir": None if self.folds_dir is None else str(self.folds_dir),
+                "speaker_independent": self.declared}
+
+    def fold_files(self) -> list[tuple[str, Path, Path]]:
+        """(fold name, train file, test file) per ``fold_<k>`` folder, in the order of k."""
+        if self.folds_dir is None:
+            raise ConfigError("protocol.folds_dir", "protocol=emobox needs the EmoBox folder of the corpus "
+                                                    "(protocol.folds_dir=<EmoBox>/data/<corpus>)")
+        if not self.folds_dir.is_dir():
+            raise ConfigError("protocol.folds_dir", f"{self.folds_dir}: not a folder")
+        dirs = sorted((d for d in self.folds_dir.glob("fold_*") if d.is_dir() and d.name[5:].isdigit()),
+                      key=lambda d: int(d.name[5:]))
+        if not dirs:
+            raise ConfigError("protocol.folds_dir", f"{self.folds_dir}: no fold_<k> folder (EmoBox data/<corpus>)")
+        out = []
+        for d in dirs:
+            k = d.name[5:]
+            pair = []
+            for side in ("train", "test"):
+                found = sorted(d.glob(f"*_{side}_fold_{k}.jsonl")) or sorted(d.glob(f"*_{side}_fold{k}.jsonl"))
+                if len(found) != 1:
+                    raise ConfigError("protocol.folds_dir", f"{d}: expected one <corpus>_{side}_fold_{k}.jsonl, found "
+                                                            f"{[f.name for f in found] or 'none'}")
+                pair.append(found[0])
+            out.append((f"fold_{k}", pair[0], pair[1]))
+        return out
+
+    @staticmethod
+    def read_ids(path: Path, known: set[str]) -> list[str]:
+        """The manifest ids a fold file lists, in file order (see the class docstring for the match)."""
+        ids = []
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                key = str(entry["key"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(path, f"not an EmoBox entry (a JSON object with a 'key'): {exc}", line_no) from None
+            prefix = f"{entry.get('dataset')}-"
+            tries = [key, key[len(prefix):] if key.startswith(prefix) else None,
+                     Path(str(entry.get("wav", ""))).stem or None]
+            match = next((t for t in tries if t and t in known), None)
+            if match is None:
+                raise DataError(path, f"entry {key!r} matches no utterance of the manifest (tried "
+                                      f"{', '.join(repr(t) for t in tries if t)})", line_no)
+            ids.append(match)
+        return ids
+
+    def make_folds(self, utts: Sequence[Utterance], labels: np.ndarray) -> list[Fold]:
+        row = {u.id: i for i, u in enumerate(utts)}
+        known = self._manifest_ids if self._manifest_ids is not None else set(row)
+        speakers = group_values(utts, "speaker")
+        folds, shared_any = [], False
+        for name, train_file, test_file in self.fold_files():
+            train_ids, test_ids = self.read_ids(train_file, known), self.read_ids(test_file, known)
+            both = sorted(set(train_ids) & set(test_ids))
+            if both:
+                raise DataError(test_file, f"{len(both)} utterance(s) also in {train_file.name}, e.g. {both[0]}")
+            fold = Fold(name, np.array([row[i] for i in train_ids if i in row], dtype=int),
+                        np.array([row[i] for i in test_ids if i in row], dtype=int))
+            shared = sorted(set(speakers[fold.train]) & set(speakers[fold.test]))
+            if shared and self.declared:
+                raise ConfigError("protocol.speaker_independent",
+                                  f"{test_file}: EmoBox {name} shares {len(shared)} speaker(s) between train and "
+                                  f"test ({', '.join(shared)}); set protocol.speaker_independent=null to run it "
+                                  "declared speaker-dependent")
+            shared_any |= bool(shared)
+            folds.append(fold)
+        self.speaker_independent = not shared_any  # declared from the speakers the splits hold
+        return folds
 
 
 # ----------------------------------------------------------------------------------- split files

@@ -65,3 +65,13 @@ def tuned_fit(make_classifier: Callable[[], Any], grid: Mapping[str, Sequence[An
 
 def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def resolve_grid(grid: Mapping[str, Sequence[Any]] | None, clf: Any) -> dict[str, list[Any]]:
+    """``tuning.grid`` as given, or (null) the head's own ``default_grid``: each head has its own
+    parameters, so one global grid cannot fit them all."""
+    if grid is None:
+        grid = getattr(clf, "default_grid", None)
+        if not grid:
+            raise ConfigError("tuning.grid", f"{type(clf).__name__} has no default grid; give tuning.grid")
+    return {str(k): list(v) for k, v in grid.items()}

@@ -22,6 +22,13 @@ import numpy as np
 from deeptalk_ser.utils.progress import progress
 
 
+def unit_rows(x: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """Rows of ``x`` (as ``dtype``) scaled to unit L2 norm; all-zero rows stay zero (they score 0)."""
+    work = np.asarray(x, dtype=dtype)
+    n = np.linalg.norm(work, axis=-1, keepdims=True)
+    return np.divide(work, n, out=np.zeros_like(work), where=n > 0)
+
+
 def cosine_scores(
     emb: np.ndarray,
     index: Mapping[str, int],
@@ -48,9 +55,7 @@ def cosine_scores(
     if len(a) and (max(a.max(), b.max()) >= len(emb) or min(a.min(), b.min()) < 0):
         raise IndexError(f"index points outside the {len(emb)} embedding rows")
 
-    work = emb.astype(np.promote_types(emb.dtype, np.float32), copy=False)
-    norms = np.linalg.norm(work, axis=1, keepdims=True)
-    unit = np.divide(work, norms, out=np.zeros_like(work), where=norms > 0)
+    unit = unit_rows(emb, np.promote_types(emb.dtype, np.float32))  # float32 stores stay float32 (memory)
     out = np.empty(len(a), dtype=np.float64)
     starts = range(0, len(a), chunk)
     for s in progress(starts, total=len(starts), desc="scoring trials", unit="chunk", disable_below=2):

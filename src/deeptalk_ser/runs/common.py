@@ -20,8 +20,9 @@ from deeptalk_ser.data.corpora.base import CorpusLoader
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.data.prepare import PrepareReport, load_prepared
 from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
-from deeptalk_ser.embedding.extraction import extract_or_reuse, predict_trainer_kwargs
+from deeptalk_ser.embedding.extraction import predict_trainer_kwargs
 from deeptalk_ser.embedding.fusion import FusedEmbeddings, fuse
+from deeptalk_ser.embedding.layers import LayerView, extract_or_reuse_layer
 from deeptalk_ser.embedding.store import EmbeddingStore, open_matching_store
 from deeptalk_ser.embedding.windowing import Windowing
 from deeptalk_ser.evaluation.classifiers.fusion import BlockScaler
@@ -34,7 +35,7 @@ from deeptalk_ser.utils.threads import configure_threads_from_config
 
 log = logging.getLogger(__name__)
 #: what a job reads its features from: one encoder's store, or the parts' stores side by side
-Embeddings = Union[EmbeddingStore, FusedEmbeddings]
+Embeddings = Union[EmbeddingStore, FusedEmbeddings, LayerView]
 
 
 @dataclass
@@ -78,8 +79,12 @@ def left_out_line(results: dict[str, Any]) -> str:
     return "".join(f"; {p}" for p in [*parts, *(results.get("warnings") or [])])
 
 
-def start_run(cfg: DictConfig) -> tuple[Path, PreparedData]:
-    """The run directory (created) and the prepared data: the first two steps of every job."""
+def start_run(cfg: DictConfig, test_data: bool = False) -> tuple[Path, PreparedData]:
+    """The run directory (created) and the prepared data: the first two steps of every job.
+    ``test_data``: the job reads ``cfg.test_data`` (cross-corpus ER/ED); any other job refuses it."""
+    if cfg.get("test_data") is not None and not test_data:
+        raise ConfigError("test_data", f"a train corpus / test corpus run is task=er or task=ed, not task="
+                                       f"{OmegaConf.select(cfg, 'task.name', default='?')}")
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("trainer"):  # the extraction devices: a bad value stops the job before the manifest
@@ -171,7 +176,7 @@ def _embeddings(cfg: DictConfig, data: PreparedData, utts: list[Utterance] | Non
         return _fused_embeddings(cfg, data, utts, summary_path)
     encoder, windowing = encoder_from_config(cfg.encoder)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else None
-    store, summary = extract_or_reuse(
+    store, summary = extract_or_reuse_layer(  # a layer=k job reads a complete layer=all store (encoder=ssl)
         data.utts if utts is None else utts, encoder, windowing, Path(cfg.paths.cache_dir) / "embeddings" / cfg.data.name,
         on_error=cfg.data.get("on_error", "raise"), num_workers=cfg.extract.num_workers, dtype=cfg.extract.dtype,
         shard_size=cfg.extract.get("shard_size", 1000), trainer_cfg=trainer_cfg,  # type: ignore[arg-type]
@@ -241,6 +246,8 @@ def finish_run(cfg: DictConfig, out: Path, results: dict[str, Any], metrics: dic
                 tables=tables, confusion=confusion)
     if table:
         print(markdown_table([summary_row(results)], SUMMARY_COLUMNS))
+        for w in results.get("warnings") or []:  # what the table's numbers must be read with (confounds, degenerate folds)
+            print(f"WARNING: {w}")
     extraction = results.get("extraction") or {}
     print(f"results -> {out / 'results.json'} ({skip_line(extraction)}{left_out_line(results)})")
     return results

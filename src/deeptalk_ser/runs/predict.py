@@ -60,6 +60,35 @@ def build_embedders(record: dict[str, Any], device: str) -> list[tuple[Any, Any]
     return out
 
 
+#: encoder config keys that name the weights themselves (a file's checksum, a checkpoint's id)
+WEIGHT_KEYS = ("model_checksum", "checkpoint")
+
+
+def _weight_ids(tree: Any) -> set[str]:
+    """Every weights identity (:data:`WEIGHT_KEYS`) anywhere in a nested store key or config."""
+    if isinstance(tree, dict):
+        return {str(v) for k, v in tree.items() if k in WEIGHT_KEYS and v} | {
+            i for v in tree.values() for i in _weight_ids(v)}
+    if isinstance(tree, list):
+        return {i for v in tree for i in _weight_ids(v)}
+    return set()
+
+
+def check_same_weights(embedders: list[tuple[Any, Any]], info: dict[str, Any], head_json: Path) -> None:
+    """Refuse a head whose encoder weights changed since it was fitted: a replaced model file or
+    checkpoint under the recorded path would otherwise embed new audio into another space, and
+    the head would answer without a word. Heads saved before the store key was recorded pass."""
+    recorded = _weight_ids(info.get("store_key", {}))
+    if not recorded:
+        return
+    for encoder, _ in embedders:
+        changed = _weight_ids(encoder.config()) - recorded
+        if changed:
+            raise DataError(head_json, f"the {encoder.name} encoder's weights changed since this head was saved "
+                            f"(now {', '.join(sorted(changed))}; the head recorded {', '.join(sorted(recorded))}): "
+                            "point the encoder at the model file it was trained with, or fit the head again")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     inputs = OmegaConf.to_container(cfg.inputs, resolve=True) if not isinstance(cfg.inputs, str) else [cfg.inputs]
     if not inputs:
@@ -69,6 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise DataError(Path(cfg.model) / "head.json", "records no encoder: predict.py cannot embed new audio for it")
     files = expand_inputs([str(i) for i in inputs])  # type: ignore[union-attr]
     embedders = build_embedders(info["encoder"], cfg.device)  # checked by load_head; classes from the project
+    check_same_weights(embedders, info, Path(cfg.model) / "head.json")
     rows, X, ok_rows = [], [], []
     for f in progress(files, desc="predict", unit="file"):
         try:

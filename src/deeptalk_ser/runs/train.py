@@ -134,7 +134,7 @@ def build_module(cfg: DictConfig, optimizer: OptimizerFactory, scheduler: Schedu
     ``training.init_checkpoint`` unless the run resumes (``ckpt_path`` restores its own), and
     compiled in place when ``runtime.compile`` (the state_dict keys stay the network's)."""
     module = SpeakerEncoderModule(loss=instantiate(loss_recipe(cfg)[1]), optimizer=optimizer, scheduler=scheduler,
-                                  seed=cfg.seed, n_speakers=n_speakers)
+                                  seed=cfg.seed, n_speakers=n_speakers, deepvox=cfg.training.deepvox)
     init = cfg.training.init_checkpoint
     if init and not cfg.ckpt_path:
         what = load_checkpoint(module.net, init, trust=bool(cfg.encoder.trust_checkpoint))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from deeptalk_ser.data.trials import generate_trials, read_trials, write_trials
 from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.evaluation.intervals import ci_metrics, interval_settings
 from deeptalk_ser.evaluation.verification import score_verification
+from deeptalk_ser.runs.compensation import apply_compensation
 from deeptalk_ser.runs.common import embed_selected, finish_run, scored_features, start_run
 from deeptalk_ser.utils.errors import DataError
 
@@ -44,16 +46,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if len(scored) < len(trials):
         # the trials this encoder could score: pass them as task.trials to compare another encoder
         write_trials(out / "trials_scored.txt", scored)
-    kept_order = [u.id for u in kept]  # this task's rows only (the corpus's store may hold many more)
     ci_cfg = interval_settings(cfg)
-    res = score_verification(scored_features(store, kept_order), dict(zip(kept_order, range(len(kept_order)))),
-                             scored, p_targets=tuple(cfg.task.p_targets), speaker_of={u.id: u.speaker for u in kept},
-                             intervals=ci_cfg)
+    comp = apply_compensation(cfg, kept, scored_features(store, [u.id for u in kept]), out)
+    tested = {u.id for u in comp.utts}  # compensation.data=same: only trials of speakers it never saw
+    n_dropped = len(trials) - len(scored)
+    scored = [t for t in scored if t.enrol in tested and t.test in tested]
+    index = {u.id: i for i, u in enumerate(comp.utts)}  # this task's rows only (the store may hold many more)
+
+    def score(X: np.ndarray) -> dict[str, Any]:
+        return score_verification(X, index, scored, p_targets=tuple(cfg.task.p_targets),
+                                  speaker_of={u.id: u.speaker for u in comp.utts}, intervals=ci_cfg)
+
+    res = score(comp.after)
+    if comp.info["method"] != "none":
+        before = score(comp.before)
+        res.update({"eer_uncompensated": before["eer"], "min_dcf_uncompensated": before["min_dcf"],
+                    "ci95_uncompensated": before.get("ci95", {}), "n_trials_compensation": len(scored)})
     results = {"task": "verification", "data": cfg.data.name, "split": split, "encoder": encoder_name,
                "windowing": describe_windowing(store.meta.get("key", {}).get("windowing")),
                "classifier": "cosine", "protocol": "trials" if cfg.task.get("trials") else "generated",
                "n_utterances": len(utts), "n_speakers": len({u.speaker for u in utts}),
-               "n_trials_dropped": len(trials) - len(scored), **res, "ci": ci_cfg,
+               "n_trials_dropped": n_dropped, **res, "ci": ci_cfg, "compensation": comp.info,
                "encoder_config": store.meta.get("key", {}), "extraction": extraction,
                "wall_seconds": time.perf_counter() - t0}
     metrics = {"test/eer": res["eer"], **{f"test/min_dcf_{k}": v for k, v in res["min_dcf"].items()},

@@ -19,6 +19,8 @@ to int16 with a per-utterance scale (peak / 32767). Frames are z-scored per fram
 the quantisation is lost (``tests/test_train_store.py`` measures it). Every crop equals
 ``random_crop(frame_signal(dequantised utterance), crop_frames, default_rng(crop_seed))``
 exactly; it is read from the few thousand samples it needs, not from the whole utterance.
+The lock, atomic shard files, the resume scan, the count check and the index folder renamed
+into place are the mechanism shared with the embedding store (``utils/sharded.py``).
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ import hashlib
 import json
 import logging
 import mmap
-import os
-import shutil
 import time
 from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -43,10 +43,12 @@ from deeptalk_ser.data.audio.framing import FRAME_HOP, FRAME_LENGTH, frame_mask,
 from deeptalk_ser.data.audio.frontend import AudioFrontend
 from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.training.augment import CropAugment
-from deeptalk_ser.utils.errors import DataError, cache_not_writable
-from deeptalk_ser.utils.io import atomic_path, locked_unless_read_only, stable_hash, write_json_atomic, write_text_atomic
+from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.utils.io import stable_hash, write_json_atomic
 from deeptalk_ser.utils.processes import die_with_parent
 from deeptalk_ser.utils.progress import progress
+from deeptalk_ser.utils.sharded import (check_coverage, finished_shards, matching_json, replace_dir, write_shard_file,
+                                        writer_lock)
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +124,11 @@ def dequantise(q: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
+    write_shard_file(path, lambda f: np.save(f, arr, allow_pickle=False))
+
+
+def _save_json_atomic(path: Path, obj: Any) -> None:
+    write_shard_file(path, lambda f: f.write(json.dumps(obj).encode("utf-8")))
 
 
 def build_shard(shard_dir: str, key: str, items: Sequence[tuple[str, str]], frontend: dict[str, Any],
@@ -158,28 +163,33 @@ def build_shard(shard_dir: str, key: str, items: Sequence[tuple[str, str]], fron
     meta = {"version": STORE_VERSION, "key": key, "ids": ids, "length": lengths, "n_kept": kept,
             "scale": scales, "skipped": skipped, "n_items": len(items)}
     try:
-        write_json_atomic(shard_dir_p / f"{key}.json", meta)
+        _save_json_atomic(shard_dir_p / f"{key}.json", meta)
     except OSError:  # e.g. a full disk: no samples without the json that marks them finished
         (shard_dir_p / f"{key}.npy").unlink(missing_ok=True)
         raise
     return meta
 
 
-def _read_shard_meta(shard_dir: Path, key: str) -> dict[str, Any] | None:
-    """A finished shard's metadata, or None when it is absent or incomplete (then rebuilt)."""
-    meta_p, audio_p = shard_dir / f"{key}.json", shard_dir / f"{key}.npy"
-    if not (meta_p.is_file() and audio_p.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_p.read_text())
-        n = np.load(audio_p, mmap_mode="r").shape[0]
-    except (ValueError, OSError) as exc:
-        log.warning("training store: shard %s is unreadable (%s); rebuilding it", meta_p, exc)
-        return None
-    if meta.get("version") != STORE_VERSION or meta.get("key") != key or n != sum(meta["length"]):
-        log.warning("training store: shard %s does not match its key or audio; rebuilding it", meta_p)
-        return None
-    return meta
+def finished_shard_metas(shard_dir: Path, keys: Sequence[str], clean: bool = False) -> dict[str, dict[str, Any]]:
+    """The metadata of the finished shards among ``keys`` (:func:`finished_shards`: a shard whose
+    ``<key>.json`` is unreadable, of another key or format, or whose samples are missing or of
+    another length is left out, so it is built again). ``clean``: only the lock holder."""
+    wanted = set(keys)
+
+    def parse(name: str) -> str | None:
+        key = name[:-len(".json")] if name.endswith(".json") else None
+        return key if key in wanted else None
+
+    def check(key: str, meta_p: Path) -> dict[str, Any]:
+        meta = matching_json(meta_p, {"version": STORE_VERSION, "key": key})
+        if meta is None:
+            raise ValueError(f"not a shard of key {key} in format {STORE_VERSION}")
+        n = np.load(meta_p.with_suffix(".npy"), mmap_mode="r").shape[0]
+        if n != sum(meta["length"]) or len(meta["ids"]) != len(meta["length"]):
+            raise ValueError(f"{n} samples, its utterances' lengths add up to {sum(meta['length'])}")
+        return meta
+
+    return finished_shards(shard_dir, parse, check, clean=clean)
 
 
 @dataclass
@@ -213,8 +223,6 @@ def prepare_store(utts: Sequence[Utterance], frontend: AudioFrontend, root: str 
 
     ``on_shard_done(key)`` is called in this process after every newly written shard (progress
     hooks, and the tests' simulated kill)."""
-    from filelock import FileLock
-
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if not utts:
@@ -230,20 +238,12 @@ def prepare_store(utts: Sequence[Utterance], frontend: AudioFrontend, root: str 
     index_dir = base / "index" / corpus_key
     if _index_complete(index_dir, shard_dir, keys):
         return _report_from_index(index_dir, reused=True, seconds=time.perf_counter() - t0)
-    with locked_unless_read_only(FileLock(str(base / ".lock"))) as writable:
+    with writer_lock(base / ".lock", index_dir, "finished training store of these utterances"):
         if _index_complete(index_dir, shard_dir, keys):  # built by another process while we waited
             return _report_from_index(index_dir, reused=True, seconds=time.perf_counter() - t0)
-        if not writable:
-            raise cache_not_writable(index_dir, "finished training store of these utterances")
         shard_dir.mkdir(parents=True, exist_ok=True)
-        metas: dict[str, dict[str, Any]] = {}
-        todo = []
-        for k, block in zip(keys, plan):
-            m = _read_shard_meta(shard_dir, k)
-            if m is None:
-                todo.append((k, block))
-            else:
-                metas[k] = m
+        metas = finished_shard_metas(shard_dir, keys, clean=True)
+        todo = [(k, block) for k, block in zip(keys, plan) if k not in metas]
         n_reused = len(metas)
         fe_params = frontend.describe()
         log.info("training store %s: %d shard(s), %d to build (%d utterances), %d reused", base, len(plan),
@@ -303,9 +303,14 @@ def _run_shards(todo: list[tuple[str, list[Utterance]]], shard_dir: str, fe_para
 def _write_index(index_dir: Path, plan: list[list[Utterance]], keys: list[str], metas: dict[str, dict[str, Any]],
                  utts: Sequence[Utterance], fe_params: dict[str, Any], fe_key: str, corpus_key: str, on_error: str,
                  shard_size: int) -> None:
-    """Assemble the per-utterance index from the shards' metadata; written into a temporary
-    sibling folder and renamed, meta.json last, so a reader sees a finished index or none."""
+    """Assemble the per-utterance index from the shards' metadata, each utterance kept or skipped
+    in exactly one shard (:func:`check_coverage`); written into a temporary sibling folder and
+    renamed (:func:`replace_dir`), so a reader sees a finished index or none."""
     by_id = {u.id: u for u in utts}
+    names = [u.id for block in plan for u in block]
+    pos = {uid: i for i, uid in enumerate(names)}
+    accounted = ([pos[uid] for uid in metas[k]["ids"] + [sk["id"] for sk in metas[k]["skipped"]]] for k in keys)
+    check_coverage(np.array(names, dtype=str), accounted, "training utterances")
     skipped: list[dict[str, str]] = []
     rows: list[tuple[str, str, int, int, int, int, float]] = []
     for s, k in enumerate(keys):
@@ -337,20 +342,11 @@ def _write_index(index_dir: Path, plan: list[list[Utterance]], keys: list[str], 
             "n_skipped": len(skipped), "skipped": skipped}
     if skipped:
         log.warning("training store: skipped %d utterance(s), e.g. %s", len(skipped), skipped[:3])
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index_dir.parent / f".tmp-{index_dir.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with replace_dir(index_dir, "finished training store of these utterances") as tmp:
         for name, arr in arrays.items():
-            _save_npy_atomic(tmp / f"{name}.npy", arr)
-        write_text_atomic(tmp / "ids.txt", "".join(r[0] + "\n" for r in rows))
+            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+        (tmp / "ids.txt").write_text("".join(r[0] + "\n" for r in rows), encoding="utf-8")
         write_json_atomic(tmp / "meta.json", meta)
-        if index_dir.exists():  # an unfinished index (no meta.json) left by a killed run
-            shutil.rmtree(index_dir)
-        os.replace(tmp, index_dir)
-    finally:  # a failure (a full disk) leaves no half-written index
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _report_from_index(index_dir: Path, reused: bool, seconds: float) -> StoreReport:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from deeptalk_ser.embedding.encoders.deeptalk import DeepTalkNet, build_net
+from deeptalk_ser.embedding.encoders.deepvox_fast import use_deepvox
 from deeptalk_ser.training.losses import SpeakerLoss
 from deeptalk_ser.training.optim import OptimizerFactory, SchedulerFactory, build_optimizer
 from deeptalk_ser.data.trials import generate_trials
@@ -41,14 +42,17 @@ class SpeakerEncoderModule(L.LightningModule):
     flops_per_batch: int | None = None
 
     def __init__(self, loss: SpeakerLoss, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None,
-                 seed: int = 0, val_trial_seed: int = 0, n_speakers: int | None = None) -> None:
+                 seed: int = 0, val_trial_seed: int = 0, n_speakers: int | None = None,
+                 deepvox: str = "fast") -> None:
         super().__init__()
         # the loss is a module (saved in the state dict); the optimiser and schedule are callables,
         # kept out of the checkpoint's hyper-parameters, which stay plain values (the run's
         # train_summary.json and the logger hold the recipe)
         self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler"])
         self.optimizer, self.scheduler = optimizer, scheduler
-        self.net: DeepTalkNet = build_net(seed)
+        # ``deepvox``: the filterbank's formulation (deepvox_fast.IMPLEMENTATIONS); same weights and
+        # keys, equal within float rounding (benchmarks/train_speed.py asserts outputs and gradients)
+        self.net: DeepTalkNet = use_deepvox(build_net(seed), deepvox)  # type: ignore[assignment]
         loss.bind(self.net, n_speakers=n_speakers)
         self.loss_fn = loss  # registered after the net: parameter (and optimiser state) order as before
         self._val_emb: dict[int, np.ndarray] = {}

@@ -5,7 +5,7 @@ Hydra's basic sweeper re-raises the first failed job after its batch and skips
 ``on_multirun_end``, and a ``SystemExit`` stops the sweep at once: either way the jobs after a
 bad value never run and no summary is written. A failed job of a multirun therefore returns
 normally (objective NaN, which Optuna records as a failed trial) after recording its error; the
-sweep summary (``utils/hydra_callbacks.py``) lists it and the sweep exits with status 1.
+sweep summary (``runs/sweep_summary.py``) lists it and the sweep exits with status 1.
 """
 
 from __future__ import annotations

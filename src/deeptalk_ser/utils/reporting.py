@@ -11,16 +11,38 @@ from deeptalk_ser.utils.io import write_text_atomic
 SUMMARY_COLUMNS = ("task", "data", "encoder", "windowing", "classifier", "protocol", "backend", "n_utterances", "n_folds",
                    "wa", "ua", "ua_ci_low", "ua_ci_high", "macro_f1", "ua_fold_mean", "ua_fold_std",
                    "eer", "eer_ci_low", "eer_ci_high", "min_dcf_p0.01")
-#: a multirun summary: which job, its overrides, whether it finished, its results or its error line
-SWEEP_COLUMNS = ("run", "overrides", "status", *SUMMARY_COLUMNS, "error")
+#: a multirun summary: which job, its overrides, whether it finished, its results, the paired test
+#: against the sweep's best job (evaluation/comparison.py) or its error line
+_AT = SUMMARY_COLUMNS.index("ua_ci_high") + 1
+SWEEP_COLUMNS = ("run", "overrides", "status", *SUMMARY_COLUMNS[:_AT], "p_vs_best", "vs_best", *SUMMARY_COLUMNS[_AT:],
+                 "error")
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str) -> Path:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the non-interactive backend (runs have no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, ax: Any, title: str, path: str | Path) -> Path:
+    """Title, layout, write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(Path(path), dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str) -> Path:
     import numpy as np
+
+    plt = _pyplot()
 
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -34,12 +56,31 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, title, path)
+
+
+def plot_forest(rows: Sequence[dict[str, Any]], path: str | Path, title: str, chance: float | None = None) -> Path | None:
+    """UA with its speaker-level interval per run, sorted, the best on top; marked by the paired
+    test against the best (``vs_best``). None when no row has a UA."""
+    plt = _pyplot()
+
+    rows = sorted((r for r in rows if isinstance(r.get("ua"), (int, float))), key=lambda r: r["ua"])
+    if not rows:
+        return None
+    colours = {"best": "tab:green", "indistinguishable": "tab:blue", "worse": "tab:red"}
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    for y, r in enumerate(rows):
+        lo, hi = r.get("ua_ci_low"), r.get("ua_ci_high")
+        colour = colours.get(str(r.get("vs_best")), "tab:gray")
+        if lo is not None and hi is not None:
+            ax.plot([lo, hi], [y, y], color=colour, lw=2)
+        ax.plot(r["ua"], y, "o", color=colour)
+    if chance is not None:
+        ax.axvline(chance, color="k", ls=":", lw=1, label=f"chance {chance:.2f}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [str(r.get("overrides") or r.get("run")) for r in rows], fontsize=8)
+    ax.set_xlabel("UA with 95% speaker-bootstrap interval (green best, blue not distinguishable, red worse)")
+    return _save(fig, ax, title, path)
 
 
 def _fmt(v: Any) -> str:
@@ -74,12 +115,10 @@ def _job_overrides(job_dir: Path) -> list[str]:
     return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
 
 
-def aggregate_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Collect every job below a multirun directory into ``summary.{csv,md}``: a finished job's
-    ``results.json`` row, or a failed job's ``error.json`` line (status ``failed``), in job order."""
-    import csv
-    import io
-
+def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per job below a multirun directory: a finished job's ``results.json`` row, or a
+    failed job's ``error.json`` line (status ``failed``), in job order; ``overrides`` keeps only
+    what tells the jobs apart."""
     sweep_dir = Path(sweep_dir)
     rows = []
     jobs = {p.parent for pattern in ("*/results.json", "*/error.json") for p in sweep_dir.glob(pattern)}
@@ -89,16 +128,28 @@ def aggregate_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         else:
             row = {"status": "failed", "error": json.loads((job / "error.json").read_text()).get("error")}
         rows.append({"run": job.name, "overrides": _job_overrides(job), **row})
-    if not rows:
-        return rows
     shared = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
     for r in rows:  # what tells the jobs apart: the overrides not common to the whole sweep
         r["overrides"] = " ".join(o for o in r["overrides"] if o not in shared) or None
-    cols = list(SWEEP_COLUMNS)
+    return rows
+
+
+def write_summary(sweep_dir: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``summary.csv`` and ``summary.md`` (:data:`SWEEP_COLUMNS`) in the sweep directory."""
+    import csv
+    import io
+
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=list(SWEEP_COLUMNS), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(sweep_dir / "summary.csv", buf.getvalue())
-    write_text_atomic(sweep_dir / "summary.md", markdown_table(rows, cols))
+    write_text_atomic(Path(sweep_dir) / "summary.csv", buf.getvalue())
+    write_text_atomic(Path(sweep_dir) / "summary.md", markdown_table(rows, SWEEP_COLUMNS))
+
+
+def aggregate_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """:func:`collect_runs` written as ``summary.{csv,md}`` (nothing written for no jobs)."""
+    rows = collect_runs(sweep_dir)
+    if rows:
+        write_summary(sweep_dir, rows)
     return rows

@@ -36,12 +36,14 @@ from deeptalk_ser.data.audio.framing import (FRAME_HOP, FRAME_LENGTH, SAMPLE_RAT
                              frame_windows, n_frames)
 from deeptalk_ser.data.audio.frontend import AudioFrontend, VADConfig
 from deeptalk_ser.embedding.encoders.base import SpeakerEncoder
-from deeptalk_ser.utils.errors import DataError
+from deeptalk_ser.utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 256
 N_FILTERS = 40  # DeepVOX outputs per frame
+#: ``encoder.output``: DeepTalk's embedding or one of its inner outputs, and its dimension
+OUTPUT_DIMS = {"embedding": 256, "filterbank_stats": 2 * N_FILTERS, "gst_query": 128, "gst_attention": 8 * 10}
 PARTIAL_FRAMES = 200  # the reference's training crop and utterance partial (2.01 s)
 RANDOM_INIT_SEED = 0
 #: Blocks present in reference checkpoints that the DeepTalk forward pass never uses.
@@ -137,15 +139,18 @@ class TokenAttention(nn.Module):
         self.W_key = nn.Linear(key_dim, num_units, bias=False)
         self.W_value = nn.Linear(key_dim, num_units, bias=False)
 
-    def forward(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """query (B, query_dim), tokens (K, key_dim) -> (B, num_units), heads concatenated."""
+    def weights(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """query (B, query_dim), tokens (K, key_dim) -> (B, heads, K) softmax attention weights."""
         h = self.num_heads
         q = self.W_query(query).unflatten(-1, (h, -1))  # (B, h, d)
         k = self.W_key(tokens).unflatten(-1, (h, -1))  # (K, h, d)
-        v = self.W_value(tokens).unflatten(-1, (h, -1))
         # The reference scales by the token (key) dimension, which equals the head size here.
-        scores = torch.einsum("bhd,khd->bhk", q, k) / math.sqrt(self.key_dim)
-        out = torch.einsum("bhk,khd->bhd", scores.softmax(dim=-1), v)
+        return (torch.einsum("bhd,khd->bhk", q, k) / math.sqrt(self.key_dim)).softmax(dim=-1)
+
+    def forward(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """query (B, query_dim), tokens (K, key_dim) -> (B, num_units), heads concatenated."""
+        v = self.W_value(tokens).unflatten(-1, (self.num_heads, -1))
+        out = torch.einsum("bhk,khd->bhd", self.weights(query, tokens), v)
         return out.flatten(-2)
 
 
@@ -161,6 +166,11 @@ class StyleTokenLayer(nn.Module):
 
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         return self.attention(query, torch.tanh(self.embed))
+
+
+def gst_attention_weights(stl: StyleTokenLayer, query: torch.Tensor) -> torch.Tensor:
+    """(B, 128) reference-encoder states -> (B, heads, tokens) softmax weights of the token attention."""
+    return stl.attention.weights(query, torch.tanh(stl.embed))
 
 
 class GST(nn.Module):
@@ -433,8 +443,15 @@ class DeepTalkEncoder(SpeakerEncoder):
 
     def __init__(self, frontend: AudioFrontend | dict | None = None, device: str = "cpu",
                  checkpoint: str | None = None, batch_size: int = 256, bf16: bool = False,
-                 seed: int = RANDOM_INIT_SEED, trust_checkpoint: bool = False) -> None:
+                 seed: int = RANDOM_INIT_SEED, trust_checkpoint: bool = False, output: str = "embedding") -> None:
         super().__init__(deeptalk_frontend() if frontend is None else frontend, device=device)
+        if output not in OUTPUT_DIMS:
+            raise ConfigError("encoder.output", f"{output!r} is not one of {list(OUTPUT_DIMS)}")
+        self.output = output
+        if output != "embedding":  # an inner output: its own dimension, name and store key
+            self.embedding_dim = OUTPUT_DIMS[output]  # type: ignore[misc]
+            self.normalized = False  # type: ignore[misc]
+            self.name = f"deeptalk_{output}"  # type: ignore[misc]
         if self.frontend.sample_rate != SAMPLE_RATE:
             raise ValueError(f"DeepTalk works on {SAMPLE_RATE} Hz audio (160-sample frames = 20 ms); "
                              f"the frontend resamples to {self.frontend.sample_rate} Hz")
@@ -470,7 +487,21 @@ class DeepTalkEncoder(SpeakerEncoder):
         """(B, T, 160) z-scored frames -> (B, 256) float32 embeddings."""
         x = torch.as_tensor(np.asarray(frames, np.float32), device=self.torch_device)
         with self._autocast():
+            if self.output != "embedding":
+                return self._inner(self.net.filterbank(x)).float().cpu().numpy()
             return self.net(x).float().cpu().numpy()
+
+    def _inner(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, 40) DeepVOX features -> ``self.output`` of each sequence (see :data:`OUTPUT_DIMS`)."""
+        if self.output == "embedding":
+            return self.net.embed_filterbank(features)
+        if self.output == "filterbank_stats":
+            f = features.float()
+            return torch.cat([f.mean(dim=1), f.std(dim=1, unbiased=False)], dim=1)
+        query = self.net.gst.encoder(features)
+        if self.output == "gst_query":
+            return query
+        return gst_attention_weights(self.net.gst.stl, query).flatten(1)
 
     @torch.inference_mode()
     def _filterbank(self, frames: np.ndarray) -> torch.Tensor:
@@ -490,7 +521,7 @@ class DeepTalkEncoder(SpeakerEncoder):
         Segments are batched by length (dropped frames make lengths differ); a segment of
         length 0 gets NaN.
         """
-        out = np.full((len(starts), EMBEDDING_DIM), np.nan, np.float32)
+        out = np.full((len(starts), self.embedding_dim), np.nan, np.float32)
         for length in np.unique(lengths):
             if length == 0:
                 continue
@@ -500,7 +531,7 @@ class DeepTalkEncoder(SpeakerEncoder):
                 chunk = which[i:i + batch_size]
                 index = torch.as_tensor(starts[chunk], device=self.torch_device)[:, None] + offsets
                 with self._autocast():
-                    out[chunk] = self.net.embed_filterbank(features[index]).float().cpu().numpy()
+                    out[chunk] = self._inner(features[index]).float().cpu().numpy()
         n_empty = int((lengths == 0).sum())
         if n_empty:
             log.warning("%d of %d windows have no usable frame (all zero): NaN embeddings", n_empty, len(lengths))
@@ -536,7 +567,7 @@ class DeepTalkEncoder(SpeakerEncoder):
         batch_size = batch_size or self.batch_size
         n = 0 if len(wav) < window else 1 + (len(wav) - window) // hop
         if n <= 0:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
+            return np.zeros((0, self.embedding_dim), np.float32)
         if hop % FRAME_HOP or window < FRAME_LENGTH:
             return self.embed_windowed_reference(wav, window, hop, batch_size)
         z, keep, _ = frame_mask(np.asarray(wav, np.float32))
@@ -559,7 +590,7 @@ class DeepTalkEncoder(SpeakerEncoder):
             return None
         partials = np.concatenate([self.embed_frames(batch[i:i + self.batch_size])
                                    for i in range(0, len(batch), self.batch_size)])
-        return _mean_normalised(partials)
+        return _mean_normalised(partials) if self.output == "embedding" else partials.mean(axis=0).astype(np.float32)
 
     @staticmethod
     @torch.no_grad()
@@ -578,6 +609,8 @@ class DeepTalkEncoder(SpeakerEncoder):
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
+        if self.output != "embedding":  # the embedding's key stays as it was: its stores are reused
+            cfg["output"] = self.output
         cfg.update(checkpoint=self._checkpoint_id, bf16=self.bf16,
                    framing={"frame": FRAME_LENGTH, "hop": FRAME_HOP, "window": "hamming",
                             "zscore_ddof": 1, "drop": "all-zero, non-finite"})

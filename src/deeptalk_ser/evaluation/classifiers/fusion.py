@@ -47,6 +47,17 @@ class BlockScaler(TransformerMixin, BaseEstimator):
         return ((X - self.mean_) * self.scale_).astype(np.float32)
 
 
+def scaled_pipeline(model: Any, blocks: Sequence[int] | None, standardize: bool) -> Any:
+    """``model`` behind the fused-block scaler (``blocks`` set) and a per-feature ``StandardScaler``
+    (``standardize``), both fitted on the training fold only; the bare model when neither is asked."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [("fuse", BlockScaler(list(blocks)))] if blocks else []
+    steps += [("scale", StandardScaler())] if standardize else []
+    return Pipeline([*steps, ("svc", model)]) if steps else model
+
+
 def blocks_keys(clf: Any) -> list[str]:
     """The ``blocks`` parameters of a head (its own, or each stage's: ``first_stage__blocks``)."""
     return [k for k in clf.get_params(deep=True) if k.split("__")[-1] == "blocks"]

@@ -41,6 +41,11 @@ class SadFirstClassifier(ClassifierMixin, BaseEstimator):
         first = self.first_stage if self.first_stage is not None else SVMClassifier()
         return {"first_stage": first, "second_stage": self.second_stage if self.second_stage is not None else first}
 
+    @property
+    def default_grid(self) -> dict[str, list[Any]]:
+        """The first stage's grid; its keys tie both stages to one value (evaluation/tuning.py)."""
+        return dict(getattr(self.stage_estimators()["first_stage"], "default_grid", {}))
+
     def check_params(self) -> "SadFirstClassifier":
         """Each stage's own check (``classifier.C`` etc.: the keys ``classifier=hierarchical`` shares with svm)."""
         for stage in self.stage_estimators().values():

@@ -14,15 +14,13 @@ only stores its parameters; what ``fit`` derives ends in ``_``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from deeptalk_ser.evaluation.classifiers.backend import APPROX_HEADS, check_fits, make_svc, select_backend
-from deeptalk_ser.evaluation.classifiers.fusion import BlockScaler
+from deeptalk_ser.evaluation.classifiers.fusion import scaled_pipeline
 from deeptalk_ser.utils.errors import ConfigError
 
 
@@ -48,6 +46,8 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
 
     #: trained on the task's labels (not the fine ones, see SadFirstClassifier)
     uses_fine_labels = False
+    #: what ``tuning.enabled`` searches unless ``tuning.grid`` is given
+    default_grid: ClassVar[dict[str, list[Any]]] = {"C": [1.0, 10.0, 100.0, 1000.0], "gamma": ["scale", 0.01, 0.1, 1.0]}
 
     # scikit-learn reads the parameters from the generated ``__init__``'s signature, which only stores
     # them (as it requires); eq/repr stay scikit-learn's (estimators are hashable, printed as usual)
@@ -97,9 +97,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
     def _make_model(self, backend: str) -> Any:
         svc = make_svc(backend, self.C, self.gamma, self.seed, cache_size=self.cache_size,
                        n_components=self.n_components, approx_head=self.approx_head)
-        steps = [("fuse", BlockScaler(list(self.blocks)))] if self.blocks else []
-        steps += [("scale", StandardScaler())] if self.standardize else []
-        return Pipeline([*steps, ("svc", svc)]) if steps else svc
+        return scaled_pipeline(svc, self.blocks, self.standardize)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "SVMClassifier":
         X, y = np.asarray(X, np.float32), np.asarray(y, dtype=object)

@@ -1,6 +1,8 @@
 """Hydra callback that writes one aggregated table when a multirun sweep ends (failed jobs listed
-with their error line), logs it to W&B once, as a run of its own (``job_type`` ``summary``) in
-the sweep's group, and ends the sweep with status 1 when any job failed."""
+with their error line), with every emotion job compared to the sweep's best by a paired
+speaker-level test (``p_vs_best``, ``vs_best``, ``forest.png``), logs it to W&B once, as a run of
+its own (``job_type`` ``summary``) in the sweep's group, and ends the sweep with status 1 when any
+job failed. It reads the sweep's composed config, so it lives with the other runs."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import Any, Sequence
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from deeptalk_ser.utils.reporting import SWEEP_COLUMNS, aggregate_runs, markdown_table
+from deeptalk_ser.evaluation.comparison import compare_run_dirs
+from deeptalk_ser.utils.corpus_matrix import write_corpus_matrix
+from deeptalk_ser.utils.reporting import SWEEP_COLUMNS, collect_runs, markdown_table, plot_forest, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +31,29 @@ def _wandb_conf(config: DictConfig) -> dict[str, Any] | None:
     return {k: OmegaConf.select(node, k, default=None, throw_on_resolution_failure=False) for k in keys}
 
 
-def log_sweep_summary(config: DictConfig, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:
-    """Log the sweep's summary table as a W&B Table in its own run of the sweep's group; returns
-    the run's directory (None when the sweep does not log to W&B)."""
+def add_paired_comparisons(config: DictConfig, rows: list[dict[str, Any]]) -> str | None:
+    """``p_vs_best`` and ``vs_best`` into the rows of emotion jobs (``comparison.*`` settings of the
+    sweep's config); returns the name of the best job, or the reason no comparison was made."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    settings = {k: OmegaConf.select(config, f"comparison.{k}", default=d, throw_on_resolution_failure=False)
+                for k, d in (("alpha", 0.05), ("n_resamples", 9999), ("seed", 0))}
+    try:
+        result = compare_run_dirs({r["run"]: sweep_dir / r["run"] for r in rows if r.get("status") == "ok"},
+                                  float(settings["alpha"]), int(settings["n_resamples"]), int(settings["seed"] or 0))
+    except Exception as exc:  # a bad predictions file must not cost the sweep its table
+        log.warning("paired comparisons not made: %s", exc)
+        return f"not made: {exc}"
+    for r in rows:
+        if r["run"] in result:
+            r["p_vs_best"], r["vs_best"] = result[r["run"]].p_vs_best, result[r["run"]].mark
+    bests = sorted({v.best for v in result.values() if v.best})
+    return ", ".join(bests) if bests else None
+
+
+def log_sweep_summary(config: DictConfig, rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                      forest: Path | None = None) -> str | None:
+    """Log the sweep's summary table (and its forest plot) as a W&B Table in its own run of the
+    sweep's group; returns the run's directory (None when the sweep does not log to W&B)."""
     wconf = _wandb_conf(config)
     if wconf is None or not rows:
         return None
@@ -47,6 +71,8 @@ def log_sweep_summary(config: DictConfig, rows: Sequence[dict[str, Any]], column
                              "job": str(OmegaConf.select(config, "hydra.job.name", default=""))})
     try:
         run.log({"sweep/summary": wandb_table(rows, columns)})
+        if forest is not None:
+            run.log({"sweep/forest": wandb.Image(str(forest))})
         failed = [r["run"] for r in rows if r.get("status") == "failed"]
         run.summary["n_failed"] = len(failed)
         run.summary["failed_runs"] = ", ".join(failed)
@@ -63,12 +89,25 @@ def log_sweep_summary(config: DictConfig, rows: Sequence[dict[str, Any]], column
 
 class AggregateResults(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        rows = aggregate_runs(config.hydra.sweep.dir)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        rows = collect_runs(sweep_dir)
+        forest = None
         if rows:
-            print(f"\nSweep summary ({len(rows)} runs) -> {config.hydra.sweep.dir}/summary.{{csv,md}}")
+            best = add_paired_comparisons(config, rows)
+            write_summary(sweep_dir, rows)
+            print(f"\nSweep summary ({len(rows)} runs) -> {sweep_dir}/summary.{{csv,md}}")
             print(markdown_table(rows, SWEEP_COLUMNS))
+            if sum(isinstance(r.get("ua"), (int, float)) for r in rows) > 1:
+                forest = plot_forest(rows, sweep_dir / "forest.png", f"{sweep_dir.name}: UA per job")
+                print(f"forest plot (UA and interval per job) -> {forest}")
+            if best:
+                print(f"p_vs_best: paired sign-flip test over speakers against the best job of the same utterances "
+                      f"and folds ({best}), Holm-corrected; vs_best 'indistinguishable' = not shown to differ")
+            matrix = write_corpus_matrix(config.hydra.sweep.dir)  # data x test_data sweeps (utils/corpus_matrix.py)
+            if matrix:
+                print(f"train x test corpus matrix -> {matrix.with_suffix('')}.{{csv,md,png}}\n{matrix.read_text()}")
             try:
-                where = log_sweep_summary(config, rows, SWEEP_COLUMNS)
+                where = log_sweep_summary(config, rows, SWEEP_COLUMNS, forest)
             except Exception as exc:  # the table is on disk already; W&B trouble must not fail the sweep
                 log.warning("sweep summary not logged to W&B: %s", exc)
             else:
