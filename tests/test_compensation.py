@@ -92,6 +92,7 @@ def test_job_writes_both_tables_and_tests_unseen_speakers(tmp_path: Path) -> Non
     assert "EER uncompensated" in proc.stdout and (run / "emotion_verification.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # covered in the default run by compensation end to end: test_job_writes_both_tables_and_tests_unseen_speakers
 def test_verification_job_accepts_compensation(tmp_path: Path) -> None:
     from e2e_utils import read_json, run_script, speech_kaldi_tree
 

@@ -144,3 +144,12 @@ def test_msp_podcast_paper_experiment(hydra_conf, tmp_path):
     assert instantiate(cfg.protocol, _convert_="all").require == {"release": "1.8"}
     balanced = hydra_conf("evaluate", ["experiment=msp_podcast_paper", "classifier.balance=true"], tmp_path)
     assert balanced.classifier.balance is True and balanced.classifier.C == 100
+
+
+def test_recommended_experiment_is_what_the_readme_says(hydra_conf, tmp_path):
+    """GE2E, per-speaker mean, RBF SVM tuned by nested search; any corpus and head can still be set."""
+    cfg = hydra_conf("evaluate", ["experiment=recommended", "data=nemo"], tmp_path)
+    assert cfg.encoder._target_.endswith("GE2EEncoder") and (cfg.classifier.name, cfg.data.name) == ("svm", "nemo")
+    assert cfg.features.per_speaker == "mean" and cfg.tuning.enabled is True
+    other = hydra_conf("evaluate", ["experiment=recommended", "classifier=logreg"], tmp_path)
+    assert other.classifier.name == "logreg" and other.features.per_speaker == "mean"

@@ -81,6 +81,7 @@ def test_train_on_one_corpus_test_on_another(data_dir: Path, tmp_path: Path) -> 
     assert "emodb->folder" in proc.stdout
 
 
+@pytest.mark.slow  # covered in the default run by in-process checks of shared classes in this file
 def test_classes_one_side_lacks_are_left_out_and_counted(data_dir: Path, tmp_path: Path) -> None:
     no_sad = folder_tree(tmp_path / "no_sad", labels=("angry", "happy", "neutral"), takes=2)
     run = tmp_path / "run"
@@ -102,6 +103,7 @@ def test_two_copies_sharing_speakers_are_refused(data_dir: Path, tmp_path: Path)
     assert not (tmp_path / "cache" / "embeddings").exists()  # refused before any extraction
 
 
+@pytest.mark.slow  # covered in the default run by a sweep end to end: tests/test_e2e_evaluate.py
 def test_sweep_writes_the_corpus_matrix(data_dir: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_script("evaluate.py", "-m", "data=emodb,folder", "test_data=emodb,folder", f"paths.data_dir={data_dir}",
@@ -151,6 +153,7 @@ def test_matrix_is_only_written_for_cross_corpus_sweeps(tmp_path: Path) -> None:
     assert "| A | 0.800 [0.700, 0.900] | 0.400 [0.300, 0.500] |" in md
 
 
+@pytest.mark.slow  # covered in the default run by crossing end to end stays in test_train_on_one_corpus_test_on_another
 def test_any_head_and_save_model_fit_on_the_training_corpus_only(data_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run_script("evaluate.py", "data=folder", "test_data=emodb", "classifier=hierarchical", "save_model=true",
@@ -167,6 +170,7 @@ def test_other_tasks_refuse_test_data(data_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "test_data: a train corpus / test corpus run is task=er or task=ed" in proc.stderr
 
 
+@pytest.mark.slow  # covered in the default run by fusion end to end: tests/test_fusion.py; crossing: test_train_on_one_corpus_test_on_another
 def test_fused_encoder_crosses_corpora(data_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run_script("evaluate.py", "data=emodb", "test_data=folder", "encoder=fusion", "features.per_speaker=mean",

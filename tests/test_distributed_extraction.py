@@ -303,6 +303,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     return Runs(tmp_path_factory)
 
 
+@pytest.mark.slow  # covered in the default run by DDP with 2 CPU processes: tests/test_e2e_train.py::test_ddp_two_cpu_processes
 @pytest_e2e
 def test_one_vs_two_ddp_processes_egemaps_bit_identical(corpus, runs):
     one = runs.get("eg1", corpus, "encoder=egemaps", "extract.shard_size=3")

@@ -28,8 +28,9 @@ def _one_line_error(proc, *needles: str) -> str:
     return line
 
 
-@pytest.mark.parametrize("override,key", [("classifier.C=-1", "classifier.C"), ("classifier.gamma=abc", "classifier.gamma"),
-                                          ("protocol=group_kfold", "protocol.k")])
+@pytest.mark.parametrize("override,key", [  # a bad classifier value and a bad protocol; gamma=abc as the C check (slow)
+    ("classifier.C=-1", "classifier.C"), pytest.param("classifier.gamma=abc", "classifier.gamma", marks=pytest.mark.slow),
+    ("protocol=group_kfold", "protocol.k")])
 def test_bad_classifier_or_protocol_refused_before_extraction(corpus, tmp_path, override, key):
     proc = run_script("evaluate.py", "encoder=egemaps", f"data.root={corpus}", "logger=none", override, tmp=tmp_path,
                       check=False, env=USER)
@@ -37,6 +38,7 @@ def test_bad_classifier_or_protocol_refused_before_extraction(corpus, tmp_path, 
     assert not (tmp_path / "cache" / "embeddings").exists()  # refused before any embedding was computed
 
 
+@pytest.mark.slow  # covered in the default run by a missing root: tests/test_e2e_evaluate.py::test_missing_root_is_a_clear_error
 def test_missing_root_is_one_line_and_full_error_keeps_the_traceback(tmp_path):
     args = ("evaluate.py", f"data.root={tmp_path / 'nowhere'}", "logger=none")
     line = _one_line_error(run_script(*args, tmp=tmp_path, check=False, env=USER), str(tmp_path / "nowhere"))
@@ -45,6 +47,7 @@ def test_missing_root_is_one_line_and_full_error_keeps_the_traceback(tmp_path):
     assert full.returncode != 0 and "Traceback" in full.stderr
 
 
+@pytest.mark.slow  # covered in the default run by skips end to end: tests/test_e2e_evaluate.py::test_bad_audio_is_named_and_skippable
 def test_prepare_skips_are_counted_in_extract_summary_and_final_line(corpus, tmp_path):
     import shutil
 

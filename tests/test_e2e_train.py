@@ -143,6 +143,7 @@ def test_resume_with_workers_continues_with_the_identical_steps(corpus: Path, un
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # covered in the default run by the training store end to end: test_the_users_voxceleb_command_on_fixture_trees
 def test_prepare_only_builds_the_store_and_exits(corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run_script("train.py", *TINY, f"data.root={corpus}", "prepare_only=true", f"hydra.run.dir={run}", tmp=tmp_path)
@@ -187,6 +188,7 @@ def test_the_users_voxceleb_command_on_fixture_trees(tmp_path: Path) -> None:
     assert resumed["global_step"] == 4 and resumed["train_store"]["reused"]
 
 
+@pytest.mark.slow  # covered in the default run by train.py end to end: the other tests of this file
 def test_fine_tune_from_a_checkpoint_and_refuse_a_misfit(corpus: Path, tmp_path: Path) -> None:
     """``training.init_checkpoint=<file>`` starts from those weights (not a resume: the step count
     starts at 0); a file whose shapes do not fit is one line naming it, and so is

@@ -35,6 +35,7 @@ def test_removes_a_speaker_offset_that_hides_the_emotion_axis():
     assert acc(X) < 0.8 and acc(normalise_per_speaker(X, spk, "mean")) > 0.95
 
 
+@pytest.mark.slow  # covered in the default run by features.per_speaker end to end: tests/test_confounds.py
 @pytest.mark.e2e
 def test_per_speaker_mean_through_evaluate_py(tmp_path):
     """``features.per_speaker`` reaches the job: recorded, and the fixture's speaker offsets removed

@@ -226,9 +226,10 @@ def test_train_without_a_logger_trains_checkpoints_and_scores(kaldi: Path, tmp_p
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("script,override,key", [("train.py", "trainer.max_steps=-5", "trainer.max_steps"),
-                                                 ("train.py", "trainer.devices=0", "trainer.devices"),
-                                                 ("extract.py", "trainer.devices=0", "trainer.devices")])
+@pytest.mark.parametrize("script,override,key", [  # every trainer key in-process: test_trainer_values_are_named_by_their_key
+    ("train.py", "trainer.max_steps=-5", "trainer.max_steps"),
+    pytest.param("train.py", "trainer.devices=0", "trainer.devices", marks=pytest.mark.slow),
+    ("extract.py", "trainer.devices=0", "trainer.devices")])
 def test_bad_trainer_value_is_one_line_before_any_preparation(kaldi: Path, emodb: Path, tmp_path: Path, script: str,
                                                               override: str, key: str) -> None:
     args = [*TINY, f"data.root={kaldi}"] if script == "train.py" else ["encoder=egemaps", f"data.root={emodb}"]
@@ -272,6 +273,7 @@ def test_read_only_cache_reuses_manifest_and_embeddings_and_says_what_needs_writ
     assert snapshot(cache) == before  # nothing was written, nothing lost
 
 
+@pytest.mark.slow  # covered in the default run by a read-only cache: test_read_only_cache_reuses_manifest_and_embeddings_and_says_what_needs_write_access
 @pytest.mark.e2e
 def test_read_only_cache_trains_from_the_finished_training_store(kaldi: Path, tmp_path: Path) -> None:
     args = ("train.py", *TINY, f"data.root={kaldi}")
@@ -310,9 +312,10 @@ def test_read_only_manifest_is_reused_without_its_lock(emodb: Path, tmp_path: Pa
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("script,under,stage", [("extract.py", "manifests", "prepare"),
-                                                ("extract.py", "embeddings", "extraction"),
-                                                ("train.py", "train_store", "training store")])
+@pytest.mark.parametrize("script,under,stage", [
+    pytest.param("extract.py", "manifests", "prepare", marks=pytest.mark.slow),  # the same stage() wrapper as the others
+    ("extract.py", "embeddings", "extraction"),
+    ("train.py", "train_store", "training store")])
 def test_full_disk_is_one_line_naming_file_and_stage_and_leaves_nothing_half_written(
         kaldi: Path, emodb: Path, tmp_path: Path, script: str, under: str, stage: str) -> None:
     cache = tmp_path / "cache"

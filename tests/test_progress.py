@@ -56,7 +56,8 @@ def _script_args(script: str, tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("forced", [False, True], ids=["redirected", "DEEPTALK_PROGRESS=1"])
+@pytest.mark.parametrize("forced", [False, pytest.param(True, marks=pytest.mark.slow)],  # forcing: test_progress_switch
+                         ids=["redirected", "DEEPTALK_PROGRESS=1"])
 @pytest.mark.parametrize("script", ["train.py", "extract.py"])
 def test_entry_script_bars_follow_the_rule(tmp_path: Path, script: str, forced: bool) -> None:
     """Lightning's training bar and the extraction bar obey the rule too: nothing in the files an

@@ -169,6 +169,7 @@ def test_mlp_on_a_fold_too_small_to_hold_out_every_class_trains_without_early_st
     assert MLPHead().fit(*_data()[:2]).model_[-1].early_stopping
 
 
+@pytest.mark.slow  # covered in the default run by the heads in-process in this file; save and predict: tests/test_heads_predict.py
 @pytest.mark.e2e
 def test_evaluate_sad_first_over_standard_heads_tuned_saved_and_predicted(tmp_path):
     import csv

@@ -47,6 +47,7 @@ def test_extract_then_er_then_ed_use_one_store_and_extract_nothing_again(corpus:
     assert _stores(tmp_path) == [Path(first["store"]).name]
 
 
+@pytest.mark.slow  # covered in the default run by store reuse end to end: the other test of this file
 def test_a_task_first_then_extract_py_embeds_only_what_the_task_left_out(corpus: Path, tmp_path: Path) -> None:
     run_script("evaluate.py", "experiment=egemaps_baseline", "task=er", f"data.root={corpus}", "logger=none",
                f"hydra.run.dir={tmp_path / 'er'}", tmp=tmp_path)

@@ -99,6 +99,7 @@ def test_optuna_sweeper_config_composes():
                 assert compose(config_name="evaluate", overrides=[f"classifier={head}", f"{key}=1.0"])
 
 
+@pytest.mark.slow  # covered in the default run by nested tuning end to end: test_evaluate_with_tuning_enabled
 @pytest.mark.e2e
 def test_optuna_sweep_runs_trials_and_writes_one_summary(tmp_path):
     from e2e_utils import run_script, speech_emodb_tree

@@ -37,8 +37,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(paths, list) or len(paths) < 2:
         raise ConfigError("runs", "name at least two run folders: runs=[outputs/evaluate/runs/A,outputs/evaluate/runs/B]")
     dirs = [Path(str(p)).expanduser() for p in paths]
-    names = [d.name if d.is_dir() else d.parent.name for d in dirs]
-    if len(set(names)) < len(names):  # runs of two sweeps share job names (0, 1, ...): name them by path
+    folders = [d if d.is_dir() else d.parent for d in dirs]
+    names = [f.name for f in folders]
+    if len({f.parent for f in folders}) > 1:  # jobs of two sweeps share names (0, 1, ...): name them by path
         names = [str(d) for d in dirs]
     runs = [read_scored_run(d, n) for d, n in zip(dirs, names)]
     for other in runs[1:]:
