@@ -58,6 +58,7 @@ def test_train_on_one_corpus_test_on_another(data_dir: Path, tmp_path: Path) -> 
     res = read_json(run / "results.json")
     (wb,) = find_offline_runs(run)
     assert (wb.config["data.name"], wb.config["test_data.name"]) == ("emodb", "folder")
+    assert (wb.config["corpora.train_data"], wb.config["corpora.test_data"]) == ("emodb", "folder")
     assert wb.summary["test/ua"] == pytest.approx(res["ua"]) and "test/ua_ci_low" in wb.summary
     assert (res["train_data"], res["test_data"], res["protocol"], res["data"]) == ("emodb", "folder", "cross_corpus",
                                                                                    "emodb->folder")

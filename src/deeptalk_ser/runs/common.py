@@ -242,8 +242,10 @@ def finish_run(cfg: DictConfig, out: Path, results: dict[str, Any], metrics: dic
     summary table and where the results are."""
     with stage("results", out, RUN_DIR):
         write_json_atomic(out / "results.json", results)
-        log_run(build_loggers(cfg.get("logger")), OmegaConf.to_container(cfg, resolve=True), metrics, images or {},
-                tables=tables, confusion=confusion)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if "train_data" in results:  # the dashboard filters runs by the corpora a head was trained and tested on
+            config["corpora"] = {"train_data": results["train_data"], "test_data": results["test_data"]}  # type: ignore[index]
+        log_run(build_loggers(cfg.get("logger")), config, metrics, images or {}, tables=tables, confusion=confusion)
     if table:
         print(markdown_table([summary_row(results)], SUMMARY_COLUMNS))
         for w in results.get("warnings") or []:  # what the table's numbers must be read with (confounds, degenerate folds)

@@ -272,6 +272,10 @@ def log_run(loggers: list[Any], config: dict[str, Any], metrics: dict[str, float
             if confusion:
                 payload[confusion["key"]] = confusion_plot(confusion["matrix"], confusion["classes"],
                                                            confusion.get("title", "confusion"))
+            known = dict(lg.experiment.config)  # the composed config, logged when the run started
+            added = {k: v for k, v in flatten_config(config).items() if k not in known}
+            if added:  # what the job learnt while running (e.g. corpora.train_data / corpora.test_data)
+                lg.experiment.config.update(added)
             lg.experiment.log(payload)
             lg.finalize("success")
             wandb.finish()
