@@ -167,12 +167,15 @@ def tried_table(repeats: int, with_compile: bool) -> dict:
     holder = torch.nn.Module()
     holder.fCNN = copy.deepcopy(ref)
     fast = use_deepvox(holder, "fast").fCNN
+    unchunked = copy.deepcopy(fast)
+    unchunked.chunk_frames = len(x)  # the dense last layer alone
     variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "reference_conv1d": ref,
         "wide_conv2d_reference_layout": lambda t: wide_conv2d(ref, t),
         "im2col_gemm_channels_last": lambda t: im2col_gemm(ref, t),
         "frame_chunks_1200": lambda t: torch.cat([ref(t[i:i + 1200]) for i in range(0, len(t), 1200)]),
-        "fast_last_conv_as_linear": fast,
+        "last_conv_as_linear_unchunked": unchunked,
+        "fast_chunks_1200_and_last_conv_as_linear": fast,
     }
     if with_compile:
         variants["fast_torch_compile"] = torch.compile(fast)

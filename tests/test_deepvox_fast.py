@@ -41,6 +41,13 @@ def test_fast_deepvox_equals_reference_on_random_weights() -> None:
     _assert_same_function(build_net(3).train(), torch.randn(4, 30, 160))
 
 
+def test_chunks_of_frames_compute_the_same_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames in chunks (uneven last chunk), forward and backward, equal the unchunked reference."""
+    monkeypatch.setattr(FastDeepVOX, "chunk_frames", 7)
+    torch.manual_seed(2)
+    _assert_same_function(build_net(3).train(), torch.randn(3, 10, 160))  # 30 frames: 4 chunks of 7, one of 2
+
+
 def test_fast_deepvox_equals_reference_on_the_shipped_checkpoint() -> None:
     net = build_net()
     load_checkpoint(net, SHIPPED)
