@@ -22,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP) ## install what is missing, then run the default test suite (everything not marked slow; < 10 min on 2 cores)
+test: $(STAMP) ## install what is missing, then run the default test suite (everything not marked slow; about 12 min on 2 cores)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## install what is missing, then run every test, slow ones included
