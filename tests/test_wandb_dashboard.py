@@ -106,7 +106,10 @@ def test_multirun_is_one_wandb_group(tmp_path: Path) -> None:
         assert "test/confusion" in r.history_keys  # the PNG too
     (summary,) = [r for r in runs if r.job_type == "summary"]
     table = summary.table("sweep/summary")
-    assert len(table["data"]) == 4 and {"run", "task", "classifier", "ua"} <= set(table["columns"])
+    assert len(table["data"]) == 4 and {"run", "task", "classifier", "ua", "p_vs_best", "vs_best"} <= set(table["columns"])
+    marks = table["data"]  # each task (ER, ED) has its own best job: two "best" marks
+    assert [row[table["columns"].index("vs_best")] for row in marks].count("best") == 2
+    assert "sweep/forest" in summary.history_keys and (sweep / "forest.png").is_file()
     assert summary.summary["best/ua"] == pytest.approx(max(r.summary["test/ua"] for r in jobs))
     assert read_offline_run(summary.path).group == "sweep"
 
