@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 import soundfile as sf
 
 from deeptalk_ser.data.manifest import Utterance
@@ -95,7 +96,7 @@ def test_classes_one_side_lacks_are_left_out_and_counted(data_dir: Path, tmp_pat
 
 def test_two_copies_sharing_speakers_are_refused(data_dir: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(data_dir / "emodb", tmp_path / "emodb_copy")
-    proc = run_script("evaluate.py", "data=emodb", "test_data=emodb", f"test_data.root={copy}",
+    proc = run_script("evaluate.py", "data=emodb", "test_data=emodb", f"test_data.root={copy}", "test_data.name=emodb_copy",
                       f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", *FAST, tmp=tmp_path,
                       check=False, env={"HYDRA_FULL_ERROR": "0"})
     assert proc.returncode == 1
@@ -180,3 +181,17 @@ def test_fused_encoder_crosses_corpora(data_dir: Path, tmp_path: Path) -> None:
     res = read_json(run / "results.json")
     assert res["encoder"] == "fusion(ge2e+egemaps)" and res["n_test"] == 36 and res["ua"] >= 0.5, res["ua"]
     assert set(read_json(run / "extract_summary_test.json")["parts"]) == {"speaker", "features"}
+
+
+def test_another_copy_under_the_same_name_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    """The name is the cache folder: two copies under one name would overwrite each other's manifest."""
+    from deeptalk_ser.evaluation.cross_corpus import check_names
+
+    cfg = OmegaConf.create({"data": {"name": "emodb", "loader": {"root": "/a"}},
+                            "test_data": {"name": "emodb", "loader": {"root": "/b"}}})
+    with pytest.raises(ConfigError, match="test_data.name: test_data is another copy of emodb .* test_data.name=emodb_test"):
+        check_names(cfg)
+    cfg.test_data.name = "emodb_test"
+    check_names(cfg)  # named apart: accepted
+    cfg.test_data = cfg.data  # the matrix's diagonal: the same corpus, a within-corpus run
+    check_names(cfg)

@@ -42,6 +42,16 @@ def is_cross_corpus(cfg: DictConfig) -> bool:
             or OmegaConf.to_container(test.loader, resolve=True) != OmegaConf.to_container(cfg.data.loader, resolve=True))
 
 
+def check_names(cfg: DictConfig) -> None:
+    """Refuse another copy of a corpus (other loader options, e.g. ``test_data.root=``) under the
+    name of ``data``: the name is the cache folder, so both copies would overwrite one manifest and
+    one embedding store in turn. Called before anything is prepared."""
+    if is_cross_corpus(cfg) and str(cfg.test_data.name) == str(cfg.data.name):
+        name = cfg.data.name
+        raise ConfigError("test_data.name", f"test_data is another copy of {name} (other loader options) under the "
+                                            f"same name, which is its cache folder: name it, e.g. test_data.name={name}_test")
+
+
 def test_side_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` with ``data`` replaced by ``test_data``: what prepares and embeds B with the same
     encoder, caches and settings as A."""

@@ -25,7 +25,7 @@ from deeptalk_ser.embedding.fusion import FusedEmbeddings
 from deeptalk_ser.embedding.windowing import describe_windowing
 from deeptalk_ser.evaluation.classifiers.fusion import check_fusable, with_blocks
 from deeptalk_ser.evaluation.confounds import assess_run
-from deeptalk_ser.evaluation.cross_corpus import (PROTOCOL, check_speakers, combine, is_cross_corpus, same_corpus,
+from deeptalk_ser.evaluation.cross_corpus import (PROTOCOL, check_names, check_speakers, combine, is_cross_corpus, same_corpus,
                                                   shared_labels, test_side_config)
 from deeptalk_ser.evaluation.labels import EmotionLabels, count_labels, describe_counts
 from deeptalk_ser.evaluation.heads import portable, save_head
@@ -226,6 +226,7 @@ def run_cross_corpus(cfg: DictConfig) -> dict[str, Any]:
     """``evaluate.py data=A test_data=B``: the head trained on all of A, tested on all of B, on the
     task classes both have (evaluation/cross_corpus.py); intervals resample B's speakers."""
     t0 = time.perf_counter()
+    check_names(cfg)
     out, data = start_run(cfg, test_data=True)
     test_cfg = test_side_config(cfg)
     test = prepare_data(test_cfg)
