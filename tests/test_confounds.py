@@ -74,3 +74,18 @@ def test_evaluate_on_one_emotion_per_speaker_with_per_speaker_mean_says_confound
     lines = proc.stdout.strip().splitlines()
     assert "confound" in lines[-1]  # the final line
     assert any(line.startswith("WARNING: ") and "confound" in line for line in lines[:-1])  # under the table
+
+
+@pytest.mark.e2e
+def test_the_papers_svm_on_raw_egemaps_says_it_collapsed_and_what_to_do(tmp_path):
+    """encoder=egemaps with the paper's unscaled SVM predicts one class: the run says so and names the fix."""
+    from e2e_utils import read_json, run_script, speech_emodb_tree
+
+    corpus = speech_emodb_tree(tmp_path / "emodb")
+    run = tmp_path / "run"
+    run_script("evaluate.py", "encoder=egemaps", f"data.root={corpus}", "logger=none", "intervals.n_resamples=200",
+               f"hydra.run.dir={run}", tmp=tmp_path)
+    res = read_json(run / "results.json")
+    assert res["ua"] == pytest.approx(0.25)
+    assert any(w.startswith("degenerate run") for w in res["warnings"])
+    assert any("classifier.standardize=true" in w and "experiment=egemaps_baseline" in w for w in res["warnings"])

@@ -278,6 +278,10 @@ def score(cfg: DictConfig, out: Path, t0: float, labels: EmotionLabels, head: He
                              {"ci95": ci95, "ci": ci_cfg})
     structure, flags = assess_run(speakers, labels.to_task_labels(part.fine), head.per_speaker, y_true, y_pred,
                                   fold_records, ci95, labels.classes)  # evaluation/confounds.py
+    if any(f.startswith("degenerate run") for f in flags) and cfg.classifier.get("standardize") is False:
+        flags.append("an RBF kernel on unscaled features can vanish between every pair of utterances: try "
+                     "classifier.standardize=true classifier.gamma=scale"
+                     + (" (experiment=egemaps_baseline does that for eGeMAPS)" if part.encoder_name == "egemaps" else ""))
     results.update(speaker_labels=structure, warnings=[*results["warnings"], *flags])
     if cfg.get("save_model"):
         rows = np.arange(len(part.utts)) if fit_rows is None else fit_rows
