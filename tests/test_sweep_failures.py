@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk_ser.utils.reporting import aggregate_runs
+from deeptalk_ser.utils.reporting import collect_runs, write_summary
 
 
 def _job(sweep: Path, name: str, overrides: list[str], results: dict | None = None, error: str | None = None) -> None:
@@ -28,7 +28,8 @@ def test_aggregate_lists_failed_jobs_in_job_order(tmp_path):
     _job(tmp_path, "1", ["classifier.C=abc"], error="classifier.C: must be a float")
     _job(tmp_path, "10", ["classifier.C=10"], results={"task": "er", "ua": 0.6})
     _job(tmp_path, "2", ["classifier.C=5"])  # still running or killed: no record, not a row
-    rows = aggregate_runs(tmp_path)
+    rows = collect_runs(tmp_path)
+    write_summary(tmp_path, rows)
     assert [(r["run"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed"), ("10", "ok")]
     table = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert table[1]["error"] == "classifier.C: must be a float" and table[1]["overrides"] == "classifier.C=abc"

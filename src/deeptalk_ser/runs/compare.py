@@ -48,9 +48,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError("runs", f"{other.path} cannot be compared with {runs[0].path}: {reason}")
     result = compare_to_best(runs, float(cfg.alpha), int(cfg.n_resamples), int(cfg.seed))
     rows = []
-    for r, d in zip(runs, dirs):
+    for r, folder in zip(runs, folders):
         vb = result[r.name]
-        lo, hi = _interval(d if d.is_dir() else d.parent)
+        lo, hi = _interval(folder)
         rows.append({"run": r.name, "ua": r.ua, "ua_ci_low": lo, "ua_ci_high": hi, "diff_vs_best": vb.diff,
                      "p_raw": vb.p_raw, "p_vs_best": vb.p_vs_best, "vs_best": vb.mark, "path": str(r.path)})
     rows.sort(key=lambda row: -row["ua"])

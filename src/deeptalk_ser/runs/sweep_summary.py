@@ -42,7 +42,7 @@ def add_paired_comparisons(config: DictConfig, rows: list[dict[str, Any]]) -> st
                                   float(settings["alpha"]), int(settings["n_resamples"]), int(settings["seed"] or 0))
     except Exception as exc:  # a bad predictions file must not cost the sweep its table
         log.warning("paired comparisons not made: %s", exc)
-        return f"not made: {exc}"
+        return None
     for r in rows:
         if r["run"] in result:
             r["p_vs_best"], r["vs_best"] = result[r["run"]].p_vs_best, result[r["run"]].mark

@@ -145,11 +145,3 @@ def write_summary(sweep_dir: str | Path, rows: Sequence[dict[str, Any]]) -> None
     writer.writerows(rows)
     write_text_atomic(Path(sweep_dir) / "summary.csv", buf.getvalue())
     write_text_atomic(Path(sweep_dir) / "summary.md", markdown_table(rows, SWEEP_COLUMNS))
-
-
-def aggregate_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """:func:`collect_runs` written as ``summary.{csv,md}`` (nothing written for no jobs)."""
-    rows = collect_runs(sweep_dir)
-    if rows:
-        write_summary(sweep_dir, rows)
-    return rows
