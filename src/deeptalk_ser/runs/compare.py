@@ -7,8 +7,6 @@ score the same utterances of the same speakers in the same folds are refused wit
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deeptalk_ser.evaluation.comparison import compare_to_best, read_scored_run, why_not_paired
 from deeptalk_ser.utils.errors import ConfigError
-from deeptalk_ser.utils.io import write_text_atomic
+from deeptalk_ser.utils.io import write_csv_atomic, write_text_atomic
 from deeptalk_ser.utils.reporting import markdown_table, plot_forest
 
 COLUMNS = ("run", "ua", "ua_ci_low", "ua_ci_high", "diff_vs_best", "p_raw", "p_vs_best", "vs_best", "path")
@@ -55,11 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                      "p_raw": vb.p_raw, "p_vs_best": vb.p_vs_best, "vs_best": vb.mark, "path": str(r.path)})
     rows.sort(key=lambda row: -row["ua"])
     out = Path(cfg.output)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out / "comparison.csv", buf.getvalue())
+    write_csv_atomic(out / "comparison.csv", rows, COLUMNS)
     table = markdown_table(rows, COLUMNS[:-1])
     write_text_atomic(out / "comparison.md", table)
     n_classes = len(runs[0].classes)

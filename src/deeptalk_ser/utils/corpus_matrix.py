@@ -9,14 +9,12 @@ on the test corpus. Written beside ``summary.{csv,md}`` by the sweep callback
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from deeptalk_ser.utils.io import write_text_atomic
+from deeptalk_ser.utils.io import write_csv_atomic, write_text_atomic
 
 COLUMNS = ("task", "encoder", "classifier", "per_speaker", "train_data", "test_data", "protocol", "n_test",
            "ua", "ua_ci_low", "ua_ci_high", "wa", "macro_f1", "run")
@@ -106,11 +104,7 @@ def write_corpus_matrix(sweep_dir: str | Path) -> Path | None:
     if not any(r["train_data"] != r["test_data"] for r in rows):
         return None
     sweep_dir = Path(sweep_dir)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(sweep_dir / "matrix.csv", buf.getvalue())
+    write_csv_atomic(sweep_dir / "matrix.csv", rows, COLUMNS)
     write_text_atomic(sweep_dir / "matrix.md", markdown_matrices(rows))
     plot_matrices(rows, sweep_dir / "matrix.png")
     return sweep_dir / "matrix.md"

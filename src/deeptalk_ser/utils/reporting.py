@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from deeptalk_ser.utils.io import write_text_atomic
+from deeptalk_ser.utils.io import write_csv_atomic, write_text_atomic
 
 SUMMARY_COLUMNS = ("task", "data", "encoder", "windowing", "classifier", "protocol", "backend", "n_utterances", "n_folds",
                    "wa", "ua", "ua_ci_low", "ua_ci_high", "macro_f1", "ua_fold_mean", "ua_fold_std",
@@ -136,12 +136,5 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 def write_summary(sweep_dir: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     """``summary.csv`` and ``summary.md`` (:data:`SWEEP_COLUMNS`) in the sweep directory."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(SWEEP_COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(Path(sweep_dir) / "summary.csv", buf.getvalue())
+    write_csv_atomic(Path(sweep_dir) / "summary.csv", rows, SWEEP_COLUMNS)
     write_text_atomic(Path(sweep_dir) / "summary.md", markdown_table(rows, SWEEP_COLUMNS))
