@@ -47,6 +47,25 @@ def reference_step_config() -> tuple[Any, float]:
     return optimizer, float(OmegaConf.load(CONF / "trainer" / "default.yaml").gradient_clip_val)
 
 
+def optimizer_step(module: Any, frames: torch.Tensor, labels: torch.Tensor, bf16: bool = False) -> Callable[[], None]:
+    """One training step as ``train.py`` takes it (forward, loss, backward, clip, optimiser) on
+    fixed crops, for a ``SpeakerEncoderModule`` with the :func:`reference_step_config` optimiser;
+    ``bf16`` runs forward and loss under bfloat16 autocast, as ``trainer=gpu`` does."""
+    optimizer, grad_clip = reference_step_config()
+    module.optimizer = optimizer
+    opt = module.configure_optimizers()
+    autocast = torch.autocast(device_type=frames.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def step() -> None:
+        opt.zero_grad()
+        with autocast:
+            loss = module.compute_loss(module(frames), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+        opt.step()
+    return step
+
+
 def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """This machine's matmul rate (best of ``repeats`` n x n products, current thread count): the
     denominator of every ``fraction_of_peak``, measured in the same run as the work it judges."""

@@ -139,33 +139,22 @@ def svm_part(cfg: dict, inputs: Path, device: str) -> dict:
 # -- training -----------------------------------------------------------------------------------
 
 
-def _train_step(P: int, K: int, crop: int, device: str, bf16: bool, compile_: bool) -> tuple[Callable[[], None], Any]:
-    from _common import reference_step_config
+def _train_step(P: int, K: int, crop: int, device: str, bf16: bool, compile_: bool) -> Callable[[], None]:
+    from _common import optimizer_step
     from deeptalk_ser.training.losses import GE2ELoss
     from deeptalk_ser.training.module import SpeakerEncoderModule
 
-    optimizer, clip = reference_step_config()
-    module = SpeakerEncoderModule(loss=GE2ELoss(), optimizer=optimizer, scheduler=None).to(device)
+    module = SpeakerEncoderModule(loss=GE2ELoss(), optimizer=None, scheduler=None).to(device)
     if compile_:
         module.net.compile()
-    opt = module.configure_optimizers()
     frames = torch.randn(P * K, crop, 160, device=device)
     labels = torch.arange(P, device=device).repeat_interleave(K)
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
-
-    def step() -> None:
-        opt.zero_grad()
-        with autocast:
-            loss = module.compute_loss(module(frames), labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        opt.step()
-    return step, module
+    return optimizer_step(module, frames, labels, bf16=bf16)
 
 
 def _measure_training(P: int, K: int, crop: int, device: str, bf16: bool, compile_: bool, steps: int,
                       peaks: dict) -> dict:
-    step, _ = _train_step(P, K, crop, device, bf16, compile_)
+    step = _train_step(P, K, crop, device, bf16, compile_)
     t0 = time.perf_counter()
     step()  # warm-up (and compilation)
     _sync(device)

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from _common import achieved, count_flops, matmul_peak, reference_step_config, write_results
+from _common import achieved, count_flops, matmul_peak, optimizer_step, write_results
 from deeptalk_ser.embedding.encoders.deeptalk import DeepVOX
 from deeptalk_ser.embedding.encoders.deepvox_fast import use_deepvox
 from deeptalk_ser.training.losses import GE2ELoss, TripletLoss
@@ -40,19 +40,6 @@ CROP = 200
 RTOL, ATOL = 1e-4, 1e-5  # embeddings, elementwise
 GRAD_RTOL = 5e-3  # gradients: max abs difference per parameter <= GRAD_RTOL x its max abs gradient ...
 GRAD_FLOOR = 1e-2  # ... or x 1 % of the largest gradient of any parameter, whichever is larger
-
-
-def make_step(module: SpeakerEncoderModule, frames: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
-    optimizer, grad_clip = reference_step_config()
-    module.optimizer = optimizer
-    opt = module.configure_optimizers()
-
-    def step() -> None:
-        opt.zero_grad()
-        module.compute_loss(module(frames), labels).backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
-        opt.step()
-    return step
 
 
 def _probe_grads(module: SpeakerEncoderModule, frames: torch.Tensor, probe: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -117,7 +104,7 @@ def compare(P: int, K: int, loss: str, steps: int, repeats: int) -> dict:
                  **check_equal(ref, fast, frames, labels), "tolerance": {"embedding_rtol": RTOL, "embedding_atol": ATOL,
                                                            "gradient_max_diff_over_max_abs": GRAD_RTOL,
                                                            "gradient_scale_floor_of_largest": GRAD_FLOOR}}
-    steps_fn = {"reference": make_step(ref, frames, labels), "fast": make_step(fast, frames, labels)}
+    steps_fn = {"reference": optimizer_step(ref, frames, labels), "fast": optimizer_step(fast, frames, labels)}
     row["flops_per_step"] = count_flops(steps_fn["reference"])  # also the warm-up
     steps_fn["fast"]()
     seconds: dict[str, list[float]] = {"reference": [], "fast": []}

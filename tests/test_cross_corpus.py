@@ -18,6 +18,7 @@ from deeptalk_ser.data.manifest import Utterance
 from deeptalk_ser.evaluation.cross_corpus import combine, shared_labels
 from deeptalk_ser.evaluation.labels import EmotionLabels
 from deeptalk_ser.utils.corpus_matrix import write_corpus_matrix
+from deeptalk_ser.utils.reporting import collect_runs
 from deeptalk_ser.utils.errors import ConfigError
 from e2e_utils import read_json, run_script, speech_emodb_tree
 from synthetic_audio import speech_like
@@ -149,10 +150,11 @@ def test_matrix_is_only_written_for_cross_corpus_sweeps(tmp_path: Path) -> None:
              "ci95": {"ua": [ua - 0.1, ua + 0.1]}, "folds": [{"n_test": 5}]}))
 
     job("0", "A", "A", 0.8)
-    assert write_corpus_matrix(tmp_path) is None  # within-corpus only: no matrix
+    assert write_corpus_matrix(tmp_path, collect_runs(tmp_path)) is None  # within-corpus only: no matrix
     job("1", "A", "B", 0.4)
-    md = write_corpus_matrix(tmp_path).read_text()
-    assert "| A | 0.800 [0.700, 0.900] | 0.400 [0.300, 0.500] |" in md
+    md = write_corpus_matrix(tmp_path, collect_runs(tmp_path))
+    assert "| A | 0.800 [0.700, 0.900] | 0.400 [0.300, 0.500] |" in md and (tmp_path / "matrix.md").read_text() == md
+    assert [r["run"] for r in csv.DictReader((tmp_path / "matrix.csv").open())] == ["0", "1"]
 
 
 @pytest.mark.slow  # covered in the default run by crossing end to end stays in test_train_on_one_corpus_test_on_another

@@ -42,11 +42,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     res = score(comp.after)
     before = None if comp.info["method"] == "none" else score(comp.before)
-    extra: dict[str, Any] = {"compensation": comp.info,
-                             "eer_per_emotion": {e: r["eer"] for e, r in res["emotions"].items()}}
-    if before is not None:
-        extra.update({"eer_per_emotion_uncompensated": {e: r["eer"] for e, r in before["emotions"].items()},
-                      "emotions_uncompensated": before["emotions"],
+    extra: dict[str, Any] = {"compensation": comp.info}
+    if before is not None:  # the same trials without compensation, named as in task=verification
+        extra.update({"emotions_uncompensated": before["emotions"],
                       "mean_emotional_eer_uncompensated": before["mean_emotional_eer"],
                       "reference_eer_uncompensated": before["reference_eer"]})
     results = {"task": "emotion_verification", "data": cfg.data.name, "encoder": encoder_name,
@@ -67,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if res["mean_emotional_eer"] is not None:
         metrics["test/mean_emotional_eer"] = res["mean_emotional_eer"]
     if before is not None:
-        metrics.update({f"test/eer_uncompensated_{e}": v for e, v in extra["eer_per_emotion_uncompensated"].items()})
+        metrics.update({f"test/eer_uncompensated_{e}": r["eer"] for e, r in before["emotions"].items()})
     finish_run(cfg, out, results, metrics, {"test/emotion_verification": Path(png)}, table=False)
     rows = [{"test emotion": e, "target": r["n_target"], "non-target": r["n_nontarget"], "EER": f"{r['eer']:.4f}",
              f"EER {ci_cfg['level'] * 100:g}% CI": ci_text((r.get("ci95") or {}).get("eer")),

@@ -103,9 +103,9 @@ class AggregateResults(Callback):
             if best:
                 print(f"p_vs_best: paired sign-flip test over speakers against the best job of the same utterances "
                       f"and folds ({best}), Holm-corrected; vs_best 'indistinguishable' = not shown to differ")
-            matrix = write_corpus_matrix(config.hydra.sweep.dir)  # data x test_data sweeps (utils/corpus_matrix.py)
+            matrix = write_corpus_matrix(sweep_dir, rows)  # data x test_data sweeps (utils/corpus_matrix.py)
             if matrix:
-                print(f"train x test corpus matrix -> {matrix.with_suffix('')}.{{csv,md,png}}\n{matrix.read_text()}")
+                print(f"train x test corpus matrix -> {sweep_dir}/matrix.{{csv,md,png}}\n{matrix}")
             try:
                 where = log_sweep_summary(config, rows, SWEEP_COLUMNS, forest)
             except Exception as exc:  # the table is on disk already; W&B trouble must not fail the sweep

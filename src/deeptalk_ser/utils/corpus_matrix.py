@@ -9,23 +9,24 @@ on the test corpus. Written beside ``summary.{csv,md}`` by the sweep callback
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from deeptalk_ser.utils.io import write_csv_atomic, write_text_atomic
+from deeptalk_ser.utils.reporting import _pyplot
 
 COLUMNS = ("task", "encoder", "classifier", "per_speaker", "train_data", "test_data", "protocol", "n_test",
            "ua", "ua_ci_low", "ua_ci_high", "wa", "macro_f1", "run")
 SETUP = ("task", "encoder", "classifier", "per_speaker")
 
 
-def matrix_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per finished emotion job of the sweep that names its train and test corpus."""
+def matrix_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per finished emotion job of the sweep (rows of
+    :func:`~deeptalk_ser.utils.reporting.collect_runs`) that names its train and test corpus."""
     rows = []
-    for path in sorted(Path(sweep_dir).glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        res = json.loads(path.read_text())
+    for run in runs:
+        res = run.get("results") or {}
         if not res.get("train_data") or not res.get("test_data") or "ua" not in res:
             continue
         lo, hi = (res.get("ci95") or {}).get("ua") or (None, None)
@@ -34,7 +35,7 @@ def matrix_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
                      "per_speaker": res.get("per_speaker_normalisation", "none"), "train_data": res["train_data"],
                      "test_data": res["test_data"], "protocol": res.get("protocol"), "n_test": test_rows,
                      "ua": res["ua"], "ua_ci_low": lo, "ua_ci_high": hi, "wa": res.get("wa"),
-                     "macro_f1": res.get("macro_f1"), "run": path.parent.name})
+                     "macro_f1": res.get("macro_f1"), "run": run["run"]})
     return rows
 
 
@@ -69,12 +70,9 @@ def markdown_matrices(rows: list[dict[str, Any]]) -> str:
 
 def plot_matrices(rows: list[dict[str, Any]], path: Path) -> Path:
     """One heat-map of UA per setup, side by side, each cell annotated with UA and its interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = _pyplot()
     groups = _groups(rows)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 0.8, 4.0), squeeze=False)
     for ax, (setup, cells) in zip(axes[0], groups.items()):
@@ -97,14 +95,16 @@ def plot_matrices(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_corpus_matrix(sweep_dir: str | Path) -> Path | None:
-    """``matrix.{csv,md,png}`` in ``sweep_dir`` when its jobs score at least one cross-corpus
-    pair (train corpus != test corpus); returns the markdown file's path, else None."""
-    rows = matrix_rows(sweep_dir)
+def write_corpus_matrix(sweep_dir: str | Path, runs: Sequence[dict[str, Any]]) -> str | None:
+    """``matrix.{csv,md,png}`` in ``sweep_dir`` from its jobs' rows (``collect_runs``) when they
+    score at least one cross-corpus pair (train corpus != test corpus); returns the markdown
+    tables, else None."""
+    rows = matrix_rows(runs)
     if not any(r["train_data"] != r["test_data"] for r in rows):
         return None
     sweep_dir = Path(sweep_dir)
+    text = markdown_matrices(rows)
     write_csv_atomic(sweep_dir / "matrix.csv", rows, COLUMNS)
-    write_text_atomic(sweep_dir / "matrix.md", markdown_matrices(rows))
+    write_text_atomic(sweep_dir / "matrix.md", text)
     plot_matrices(rows, sweep_dir / "matrix.png")
-    return sweep_dir / "matrix.md"
+    return text

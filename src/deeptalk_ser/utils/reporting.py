@@ -116,15 +116,16 @@ def _job_overrides(job_dir: Path) -> list[str]:
 
 
 def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per job below a multirun directory: a finished job's ``results.json`` row, or a
-    failed job's ``error.json`` line (status ``failed``), in job order; ``overrides`` keeps only
-    what tells the jobs apart."""
+    """One row per job below a multirun directory: a finished job's ``results.json`` row (the
+    whole file under ``results``, for tables with other columns), or a failed job's ``error.json``
+    line (status ``failed``), in job order; ``overrides`` keeps only what tells the jobs apart."""
     sweep_dir = Path(sweep_dir)
     rows = []
     jobs = {p.parent for pattern in ("*/results.json", "*/error.json") for p in sweep_dir.glob(pattern)}
     for job in sorted(jobs, key=lambda p: (len(p.name), p.name)):
         if (job / "results.json").is_file():
-            row = {**summary_row(json.loads((job / "results.json").read_text())), "status": "ok"}
+            results = json.loads((job / "results.json").read_text())
+            row = {**summary_row(results), "status": "ok", "results": results}
         else:
             row = {"status": "failed", "error": json.loads((job / "error.json").read_text()).get("error")}
         rows.append({"run": job.name, "overrides": _job_overrides(job), **row})
