@@ -191,7 +191,9 @@ def test_ssl_refuses_pickles_and_never_runs_model_code(tmp_path: Path) -> None:
     pickled = save_tiny_ssl(tmp_path / "pickled", safetensors=False)
     with pytest.raises(DataError, match="trust_checkpoint"):
         SSLEncoder(model=str(pickled))
-    assert SSLEncoder(model=str(pickled), trust_checkpoint=True).embedding_dim == 3 * 32
+    trusted = SSLEncoder(model=str(pickled), trust_checkpoint=True)
+    assert trusted.embedding_dim == 3 * 32 and not trusted.model_loaded
+    assert trusted.embed_utterance(signal(0.5, seed=0)).shape == (3 * 32,) and trusted.model_loaded
     # a folder whose config asks for its own Python code: loaded as the plain WavLM, the code never runs
     evil = save_tiny_ssl(tmp_path / "evil")
     marker = tmp_path / "ran"
@@ -248,6 +250,7 @@ def test_layer_sweep_reads_the_all_layer_store(wavlm: Path, tmp_path: Path) -> N
         view, summary = extract_or_reuse_layer(utts, enc, w, root, progress=False)
         assert isinstance(view, LayerView) and summary["n_embedded"] == 0 and summary["n_reused"] == 4
         assert view.meta["key"]["encoder"]["layer"] == k
+        assert not enc.model_loaded  # every row came from the store: the weights were never read
         np.testing.assert_allclose(view.select(["u3", "u1"]), np.stack([enc.embed_utterance(
             SSLEncoder(model=str(wavlm), layer=k).frontend(sf.read(utts[j].path, dtype="float32")[0], SR))
             for j in (3, 1)]), rtol=1e-5, atol=1e-6)

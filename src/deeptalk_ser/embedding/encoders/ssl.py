@@ -75,32 +75,63 @@ class SSLEncoder(SpeakerEncoder):
         self.batch_size = int(batch_size)
         self.folder = model_folder(self.model_name, revision, self.trust_checkpoint)
         self.checksum = folder_checksum(self.folder, self.trust_checkpoint)
-        self.extractor, self.net = self._load()
-        self.n_states = int(self.net.config.num_hidden_layers) + 1
-        self.hidden = int(self.net.config.hidden_size)
+        config = self._check_folder()
+        self.n_states = int(config.num_hidden_layers) + 1
+        self.hidden = int(config.hidden_size)
         self.layer = self._layer(layer)
         self.embedding_dim = self._dim()  # type: ignore[misc]
+        # feature extractor and network, loaded on first use: a job whose rows all come from a
+        # store (e.g. one layer read from the layer=all store) never loads the model; shared
+        # (same dict) with all_layers()
+        self._model: dict[str, Any] = {}
 
-    def _load(self) -> tuple[Any, Any]:
+    def _check_folder(self) -> Any:
+        """What can be refused before loading any weights: missing feature extractor, pickled
+        weights without ``trust_checkpoint``, an unreadable config; returns the model's config."""
+        from transformers import AutoConfig
+
+        if not (self.folder / "preprocessor_config.json").is_file():
+            raise DataError(self.folder / "preprocessor_config.json", "missing: the model's feature extractor "
+                                                                       "(save it with the model: save_pretrained)")
+        if not self.trust_checkpoint and not any(self.folder.glob("*.safetensors")):
+            raise DataError(self.folder, "holds no .safetensors weights; pickled weights (.bin) can run code when "
+                                         "loaded: encoder.trust_checkpoint=true loads them, for files you trust")
+        try:
+            return AutoConfig.from_pretrained(self.folder, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(self.folder / "config.json", f"transformers cannot read this model's config: "
+                                                         f"{' '.join(str(exc).split())[:300]}") from exc
+
+    @property
+    def model_loaded(self) -> bool:
+        return bool(self._model)
+
+    @property
+    def extractor(self) -> Any:
+        return self._loaded()["extractor"]
+
+    @property
+    def net(self) -> Any:
+        return self._loaded()["net"]
+
+    def _loaded(self) -> dict[str, Any]:
+        if not self._model:
+            self._model.update(self._load())
+        return self._model
+
+    def _load(self) -> dict[str, Any]:
         from transformers import AutoFeatureExtractor, AutoModel
         from transformers.utils import logging as hf_logging
 
         if progress_disabled():  # no loading bar in redirected logs (utils/progress.py's rule)
             hf_logging.disable_progress_bar()
-        if not (self.folder / "preprocessor_config.json").is_file():
-            raise DataError(self.folder / "preprocessor_config.json", "missing: the model's feature extractor "
-                                                                       "(save it with the model: save_pretrained)")
         extractor = AutoFeatureExtractor.from_pretrained(self.folder, trust_remote_code=False)
-        safe = not self.trust_checkpoint
-        if safe and not any(self.folder.glob("*.safetensors")):
-            raise DataError(self.folder, "holds no .safetensors weights; pickled weights (.bin) can run code when "
-                                         "loaded: encoder.trust_checkpoint=true loads them, for files you trust")
         try:
-            net = AutoModel.from_pretrained(self.folder, use_safetensors=True if safe else None,
+            net = AutoModel.from_pretrained(self.folder, use_safetensors=None if self.trust_checkpoint else True,
                                             trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise DataError(self.folder, f"transformers cannot load this model: {' '.join(str(exc).split())[:300]}") from exc
-        return extractor, net.to(self.device).eval()
+        return {"extractor": extractor, "net": net.to(self.device).eval()}
 
     def _layer(self, layer: int | str) -> int | str:
         if layer == "all":
