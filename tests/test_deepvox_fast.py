@@ -81,3 +81,24 @@ def test_training_module_selects_the_formulation_without_moving_the_rng() -> Non
     assert fast.loss_fn.weight is fast.net.similarity_weight
     with pytest.raises(ValueError, match="unknown DeepVOX implementation 'nope'"):
         SpeakerEncoderModule(loss=GE2ELoss(), optimizer=None, scheduler=None, deepvox="nope")
+
+
+def test_training_backward_goes_through_the_explicit_convolution_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast class's gradients come from ConvExplicitBackward on CPU (a wrong weight gradient there
+    is caught by the comparison), and switching it off gives oneDNN's, equal too."""
+    from deeptalk_ser.embedding.encoders import deepvox_fast
+
+    torch.manual_seed(0)  # the inputs of test_fast_deepvox_equals_reference_on_random_weights
+    net, x = build_net(3).train(), torch.randn(4, 30, 160)
+    monkeypatch.setattr(FastDeepVOX, "explicit_backward", False)
+    _assert_same_function(net, x)
+    monkeypatch.setattr(FastDeepVOX, "explicit_backward", True)
+    _assert_same_function(net, x)
+    original = deepvox_fast.ConvExplicitBackward.backward
+
+    def doubled(ctx, grad):  # type: ignore[no-untyped-def]
+        gx, gw, gb, none = original(ctx, grad)
+        return gx, 2 * gw, gb, none
+    monkeypatch.setattr(deepvox_fast.ConvExplicitBackward, "backward", staticmethod(doubled))
+    with pytest.raises(AssertionError):
+        _assert_same_function(net, x)

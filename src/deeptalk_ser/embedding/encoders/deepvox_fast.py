@@ -11,13 +11,19 @@ the same function differently where that pays on CPU (measured in
 - the last convolution has one output sample per frame (51 padded samples, kernel 11, dilation
   5), so it is a dense layer over the 11 dilated taps: ``F.linear`` on a strided slice instead of
   a convolution whose oneDNN backward handles a length-1 output poorly (a few per cent);
-- the other convolutions stay oneDNN ``conv1d``: im2col + GEMM was about 2x slower and the
-  reference code's wide ``Conv2d`` layout no faster; they run at 35-50 % of the matmul peak for
-  the 8-32 channel layers, so what is left is the small layers and SELU. The training step gains
-  about 1.4x (``benchmarks/train_speed.py``); the 2.5x aim of issue 24 is not met on CPU.
+- the other convolutions run forward as oneDNN ``conv1d`` (35-50 % of the matmul peak for the
+  8-32 channel layers; im2col + GEMM was about 2x slower, the reference code's wide ``Conv2d``
+  layout no faster), but on CPU their backward is not oneDNN's convolution backward (69 % of the
+  step, at a third of the forward's rate): :class:`ConvExplicitBackward` takes the input gradient
+  as ``conv_transpose1d`` and the weight gradient as a strided ``conv1d`` with the frames as
+  channels, both on oneDNN's fast forward kernels (DeepVOX alone 1.46x -> 1.65x of the
+  reference). The training step gains about 1.7x (``benchmarks/train_speed.py``); the 2.5x aim
+  of issue 24 is not met on CPU.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +40,38 @@ CHUNK_FRAMES = 1200
 IMPLEMENTATIONS = ("reference", "fast")
 
 
+class ConvExplicitBackward(torch.autograd.Function):
+    """``conv1d`` whose backward avoids oneDNN's convolution backward: input gradient as
+    ``conv_transpose1d``, weight gradient as the correlation of input and output gradient (a
+    strided ``conv1d`` with the frames as channels), bias gradient as a sum. The same
+    mathematics; gradients equal the autograd ones to float rounding (tests/test_deepvox_fast.py)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,  # type: ignore[override]
+                dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        return F.conv1d(x, weight, bias, dilation=dilation)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        d = ctx.dilation
+        gx = F.conv_transpose1d(grad, weight, dilation=d) if ctx.needs_input_grad[0] else None
+        # dL/dw[o, i, t] = sum_{n, l} grad[n, o, l] x[n, i, l + d t]: a conv1d over (C_in, N, L) with
+        # the (C_out, N, L_out) output gradient as its kernel, stride d -> (C_in, C_out, k)
+        gw = F.conv1d(x.transpose(0, 1), grad.transpose(0, 1), stride=d).transpose(0, 1)
+        return gx, gw, grad.sum((0, 2)), None
+
+
 class FastDeepVOX(DeepVOX):
-    """:class:`DeepVOX` over chunks of frames, its last convolution as a dense layer (same state dict)."""
+    """:class:`DeepVOX` over chunks of frames, its last convolution as a dense layer, the others'
+    backward through :class:`ConvExplicitBackward` on CPU (same state dict)."""
 
     chunk_frames: int = CHUNK_FRAMES
+    #: False: oneDNN's own convolution backward (the benchmark's comparison; always on CUDA or
+    #: under autocast, where it was not measured)
+    explicit_backward: bool = True
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """(..., 160) frames -> (..., 40) features; equal to :meth:`DeepVOX.forward` up to float rounding."""
@@ -55,9 +89,12 @@ class FastDeepVOX(DeepVOX):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, 160) frames -> (N, 40)."""
         layers = list(self)
+        explicit = (self.explicit_backward and x.device.type == "cpu" and torch.is_grad_enabled()
+                    and not torch.is_autocast_enabled("cpu"))
         for layer in layers[:10]:  # five conv + SELU pairs
             if isinstance(layer, nn.Conv2d):
-                x = F.conv1d(x, layer.weight.squeeze(-1), layer.bias, dilation=layer.dilation[0])
+                w, d = layer.weight.squeeze(-1), layer.dilation[0]
+                x = ConvExplicitBackward.apply(x, w, layer.bias, d) if explicit else F.conv1d(x, w, layer.bias, dilation=d)
             else:
                 x = layer(x)
         pad, last = layers[10], layers[11]
