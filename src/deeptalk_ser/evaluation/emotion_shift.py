@@ -65,10 +65,9 @@ def emotion_shift(utts: Sequence[Utterance], emb: np.ndarray, emotions: Sequence
 
 def plot_emotion_shift(result: dict[str, Any], path: str, title: str) -> str:
     """Bar per emotion pair (mean +/- std) with the genuine and impostor baselines as lines."""
-    import matplotlib
+    from deeptalk_ser.utils.reporting import pyplot_agg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     pairs = {k: v for k, v in result["emotion_pairs"].items() if v["n"]}
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(pairs) + 2), 4))

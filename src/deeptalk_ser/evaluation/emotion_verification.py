@@ -129,10 +129,9 @@ def emotion_verification(utts: Sequence[Utterance], emb: np.ndarray, enrol_label
 def plot_emotion_verification(res: dict[str, Any], path: str, title: str, before: dict[str, Any] | None = None) -> str:
     """Bar plot of EER per test emotion, the neutral reference first and marked by a line; with
     ``before`` (the same trials without compensation) its bars stand beside each emotion's."""
-    import matplotlib
+    from deeptalk_ser.utils.reporting import pyplot_agg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     names = list(res["emotions"])
     eers = [res["emotions"][e]["eer"] for e in names]

@@ -89,10 +89,9 @@ def run_dimensional_folds(X: np.ndarray, Y: np.ndarray, dimensions: Sequence[str
 
 def plot_dimensional(Y: np.ndarray, predictions: np.ndarray, dimensions: Sequence[str], path: str, title: str) -> str:
     """Predicted vs rated scatter per dimension (the model's pooled test predictions)."""
-    import matplotlib
+    from deeptalk_ser.utils.reporting import pyplot_agg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     fig, axes = plt.subplots(1, len(dimensions), figsize=(3.2 * len(dimensions), 3.2), squeeze=False)
     for ax, j, dim in zip(axes[0], range(len(dimensions)), dimensions):

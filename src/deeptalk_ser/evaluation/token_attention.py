@@ -30,10 +30,9 @@ def mean_attention(X: np.ndarray, labels: Sequence[str | None]) -> dict[str, np.
 def plot_mean_attention(means: dict[str, np.ndarray], path: str, title: str) -> str:
     """One (heads x tokens) heat map per emotion on a shared colour scale, plus each map minus the
     mean over emotions (what is specific to the emotion)."""
-    import matplotlib
+    from deeptalk_ser.utils.reporting import pyplot_agg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     names = list(means)
     overall = np.mean([means[e] for e in names], axis=0)

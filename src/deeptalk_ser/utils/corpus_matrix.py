@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from deeptalk_ser.utils.io import write_csv_atomic, write_text_atomic
-from deeptalk_ser.utils.reporting import _pyplot
+from deeptalk_ser.utils.reporting import pyplot_agg
 
 COLUMNS = ("task", "encoder", "classifier", "per_speaker", "train_data", "test_data", "protocol", "n_test",
            "ua", "ua_ci_low", "ua_ci_high", "wa", "macro_f1", "run")
@@ -72,7 +72,7 @@ def plot_matrices(rows: list[dict[str, Any]], path: Path) -> Path:
     """One heat-map of UA per setup, side by side, each cell annotated with UA and its interval."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot_agg()
     groups = _groups(rows)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 0.8, 4.0), squeeze=False)
     for ax, (setup, cells) in zip(axes[0], groups.items()):

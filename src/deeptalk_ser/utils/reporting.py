@@ -18,7 +18,7 @@ SWEEP_COLUMNS = ("run", "overrides", "status", *SUMMARY_COLUMNS[:_AT], "p_vs_bes
                  "error")
 
 
-def _pyplot() -> Any:
+def pyplot_agg() -> Any:
     """matplotlib's pyplot on the non-interactive backend (runs have no display)."""
     import matplotlib
 
@@ -42,7 +42,7 @@ def _save(fig: Any, ax: Any, title: str, path: str | Path) -> Path:
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str) -> Path:
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot_agg()
 
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -62,7 +62,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
 def plot_forest(rows: Sequence[dict[str, Any]], path: str | Path, title: str, chance: float | None = None) -> Path | None:
     """UA with its speaker-level interval per run, sorted, the best on top; marked by the paired
     test against the best (``vs_best``). None when no row has a UA."""
-    plt = _pyplot()
+    plt = pyplot_agg()
 
     rows = sorted((r for r in rows if isinstance(r.get("ua"), (int, float))), key=lambda r: r["ua"])
     if not rows:

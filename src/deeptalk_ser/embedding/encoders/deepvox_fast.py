@@ -16,9 +16,9 @@ the same function differently where that pays on CPU (measured in
   layout no faster), but on CPU their backward is not oneDNN's convolution backward (69 % of the
   step, at a third of the forward's rate): :class:`ConvExplicitBackward` takes the input gradient
   as ``conv_transpose1d`` and the weight gradient as a strided ``conv1d`` with the frames as
-  channels, both on oneDNN's fast forward kernels (DeepVOX alone 1.46x -> 1.65x of the
-  reference). The training step gains about 1.7x (``benchmarks/train_speed.py``); the 2.5x aim
-  of issue 24 is not met on CPU.
+  channels, both on oneDNN's fast forward kernels (DeepVOX alone 1.35x -> 1.58x of the
+  reference). The training step gains 1.78x and 1.95x in the two repeats of
+  ``benchmarks/results/train_speed.json``; the 2.5x aim of issue 24 is not met on CPU.
 """
 
 from __future__ import annotations
